@@ -1,0 +1,110 @@
+//! `a3s-box-shim`: the per-box VMM process. It boots the guest kernel with our
+//! initramfs (or the one given), and exits with the workload's exit status.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use argh::FromArgs;
+
+use super::EXIT_FAILURE;
+use crate::vmm::memory::parse_size;
+use crate::vmm::vm::{self, VmConfig, VmExit};
+
+/// Kernel arguments every box gets: console on COM1, `reboot=k` so a reboot reaches
+/// the VMM as an i8042 reset, an immediate reboot on panic, and quiet boots (every
+/// console byte is a VM exit).
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet 8250.nr_uarts=1";
+
+/// Boot a MicroVM and run CMD in it as the guest's workload.
+#[derive(FromArgs)]
+struct ShimArgs {
+    /// guest kernel (ELF vmlinux or bzImage); default: $A3S_BOX_KERNEL, else the
+    /// kernel built by scripts/build-kernel
+    #[argh(option)]
+    kernel: Option<PathBuf>,
+    /// initramfs to use instead of the built-in one (this binary as /init)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// number of vCPUs (default 1)
+    #[argh(option, default = "1")]
+    cpus: u32,
+    /// guest memory, e.g. 128m, 1g (default 128m)
+    #[argh(option, default = "String::from(\"128m\")")]
+    memory: String,
+    /// write the guest console to this file instead of stdout
+    #[argh(option)]
+    console: Option<PathBuf>,
+    /// extra kernel command-line arguments
+    #[argh(option)]
+    cmdline: Option<String>,
+    /// the workload and its arguments
+    #[argh(positional, greedy)]
+    command: Vec<String>,
+}
+
+/// This binary as the guest's `/init`, plus `extra` files.
+pub fn own_initramfs(extra: &[(String, Vec<u8>, u32)]) -> anyhow::Result<Vec<u8>> {
+    let exe = std::fs::read("/proc/self/exe").context("cannot read this binary")?;
+    crate::initramfs::guest_initramfs(&exe, extra).context("cannot build the initramfs")
+}
+
+fn build_config(a: ShimArgs) -> anyhow::Result<VmConfig> {
+    let memory = parse_size(&a.memory)
+        .with_context(|| format!("--memory {}: expected a size such as 128m or 1g", a.memory))?;
+    let initrd = match &a.initrd {
+        Some(p) => {
+            std::fs::read(p).with_context(|| format!("cannot read initrd {}", p.display()))?
+        }
+        None => own_initramfs(&[])?,
+    };
+    let mut cmdline = BASE_CMDLINE.to_string();
+    if let Some(extra) = &a.cmdline {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    if !a.command.is_empty() {
+        cmdline.push_str(" -- ");
+        cmdline.push_str(
+            &crate::proto::encode_argv(&a.command)
+                .context("cannot pass the command to the guest")?,
+        );
+    }
+    let console: Box<dyn Write + Send> = match &a.console {
+        Some(p) => Box::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create console file {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    Ok(VmConfig {
+        kernel: crate::paths::kernel(a.kernel.as_deref()),
+        initrd: Some(initrd),
+        cmdline,
+        cpus: a.cpus,
+        memory,
+        console,
+    })
+}
+
+pub fn main(name: &str, args: &[&str]) -> i32 {
+    let a: ShimArgs = match super::parse(name, args) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let outcome = build_config(a).and_then(|cfg| vm::run(cfg).map_err(anyhow::Error::from));
+    match outcome {
+        Ok(VmExit::Status(code)) => i32::from(code),
+        Ok(VmExit::Reset) => {
+            eprintln!(
+                "{name}: the guest stopped without reporting an exit status \
+                 (kernel panic or reboot); see the console output"
+            );
+            EXIT_FAILURE
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Guest init: PID 1 inside every box's VM.
+//!
+//! The kernel starts this binary as `/init` from the initramfs. In order, it:
+//! blocks the signals it handles (so none is lost before it waits for them),
+//! makes sure stdin/stdout/stderr are the console, mounts the kernel
+//! filesystems, prints [`READY_LINE`](crate::proto::READY_LINE), starts the workload named after `--` on
+//! the kernel command line, and waits for it — reaping every other process
+//! that ends and forwarding termination signals to it. When the workload ends
+//! it kills what is left, syncs, reports the exit code on the VMM's
+//! [`EXIT_STATUS_PORT`](crate::proto::EXIT_STATUS_PORT) and reboots, which ends
+//! the VM where no VMM listens on that port.
+//!
+//! All of it goes through the [`sys::Sys`] trait, so the logic is unit-tested
+//! with a recording double instead of as a real PID 1.
+
+#[cfg(target_os = "linux")]
+mod mounts;
+#[cfg(target_os = "linux")]
+mod sys;
+#[cfg(all(test, target_os = "linux"))]
+mod testing;
+#[cfg(target_os = "linux")]
+mod workload;
+
+/// `PATH` for init and the workload (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs guest init; the dispatcher calls this when invoked as `init` (or as
+/// `a3s-box init`).
+///
+/// Refuses with 125, touching nothing, unless this process is PID 1. As PID 1
+/// it does not return once the VM ends; it returns the workload's exit code
+/// only if neither the exit port nor reboot ended the VM (the caller's exit
+/// then panics the guest kernel, which also ends the VM under `panic=-1`).
+#[cfg(target_os = "linux")]
+pub fn main() -> i32 {
+    run(&mut sys::LinuxSys)
+}
+
+/// Guest init runs only inside a Linux guest.
+#[cfg(not(target_os = "linux"))]
+pub fn main() -> i32 {
+    eprintln!("a3s-box init: the guest init runs only as PID 1 inside a box's Linux VM");
+    125
+}
+
+#[cfg(target_os = "linux")]
+fn run(sys: &mut impl sys::Sys) -> i32 {
+    use workload::{EXIT_RUNTIME_FAILED, HANDLED_SIGNALS};
+
+    let pid = sys.getpid();
+    if pid != 1 {
+        sys.eprint(&format!(
+            "a3s-box init: refusing to run as pid {pid}: the guest init must be PID 1 inside a \
+             box's VM, where it mounts filesystems and reboots the machine — on a host, use \
+             `a3s-box run`"
+        ));
+        return EXIT_RUNTIME_FAILED;
+    }
+    if let Err(e) = sys.block_signals(HANDLED_SIGNALS) {
+        sys.eprint(&format!(
+            "a3s-box init: warning: could not block signals: {e}"
+        ));
+    }
+    // The initramfs has /dev/console; if even that failed, devtmpfs may help.
+    let console = ensure_stdio(sys);
+    let failures = mounts::mount_all(sys);
+    if console.is_err() {
+        let _ = ensure_stdio(sys);
+    }
+    for f in failures {
+        sys.eprint(&format!(
+            "a3s-box init: warning: could not mount {} on {}: {}",
+            f.mount.fstype, f.mount.target, f.error
+        ));
+    }
+    sys.set_env("PATH", DEFAULT_PATH);
+    let code = start_and_wait(sys);
+    shutdown(sys, code)
+}
+
+/// Opens the console as any of fds 0, 1 and 2 that is closed (the kernel
+/// leaves them closed when it could not open `/dev/console` itself).
+#[cfg(target_os = "linux")]
+fn ensure_stdio(sys: &mut impl sys::Sys) -> std::io::Result<()> {
+    for fd in 0..=2 {
+        if !sys.fd_is_open(fd) {
+            sys.open_console_as(fd)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the workload to its end and returns the exit code to report.
+#[cfg(target_os = "linux")]
+fn start_and_wait(sys: &mut impl sys::Sys) -> i32 {
+    use workload::{exit_code, spawn_failure, supervise, EXIT_RUNTIME_FAILED, WORKLOAD_ENV};
+
+    let cmdline = match sys.read_to_string("/proc/cmdline") {
+        Ok(c) => c,
+        Err(e) => {
+            sys.eprint(&format!(
+                "a3s-box init: cannot read the kernel command line from /proc/cmdline: {e}"
+            ));
+            return EXIT_RUNTIME_FAILED;
+        }
+    };
+    let argv = crate::proto::decode_argv(&cmdline);
+    sys.print(crate::proto::READY_LINE);
+    if argv.is_empty() {
+        sys.print("a3s-box: no command given; nothing to run");
+        return 0;
+    }
+    let child = match sys.spawn(&argv, WORKLOAD_ENV) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let (code, message) = spawn_failure(&argv[0], &e);
+            sys.eprint(&format!("a3s-box: {message}"));
+            return code;
+        }
+    };
+    match supervise(sys, child) {
+        Ok(status) => exit_code(status),
+        Err(e) => {
+            sys.eprint(&format!("a3s-box init: lost track of the workload: {e}"));
+            EXIT_RUNTIME_FAILED
+        }
+    }
+}
+
+/// Ends the box: kills what is left, syncs, reports `code`, reboots.
+#[cfg(target_os = "linux")]
+fn shutdown(sys: &mut impl sys::Sys, code: i32) -> i32 {
+    use sys::Reaped;
+
+    // The box ends with its main process, as a container does; nothing else
+    // may keep writing. (kill(-1) spares PID 1 itself.)
+    let _ = sys.kill(-1, libc::SIGKILL);
+    while let Ok(Reaped::Exited { .. }) = sys.reap() {}
+    sys.sync();
+    let value = u32::try_from(code)
+        .ok()
+        .filter(|&v| v <= 255)
+        .unwrap_or(125);
+    match sys.write_exit_port(value) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(e) => sys.eprint(&format!(
+            "a3s-box init: warning: could not report the exit status to the VMM: {e}"
+        )),
+    }
+    let err = sys.reboot(libc::LINUX_REBOOT_CMD_RESTART);
+    sys.eprint(&format!(
+        "a3s-box init: could not reboot to end the VM: {err}"
+    ));
+    code
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::sys::Reaped;
+    use super::testing::{Call, RecordingSys};
+    use super::*;
+    use crate::proto::READY_LINE;
+
+    fn with_workload(argv: &str) -> RecordingSys {
+        let mut sys = RecordingSys::pid1();
+        sys.cmdline = format!("console=ttyS0 reboot=k panic=-1 -- {argv}\n");
+        sys
+    }
+
+    fn exit_port(sys: &RecordingSys) -> Vec<u32> {
+        sys.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::ExitPort(v) => Some(*v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn refuses_to_run_unless_pid_1_and_touches_nothing() {
+        let mut sys = RecordingSys::pid1();
+        sys.pid = 4242;
+        assert_eq!(run(&mut sys), 125);
+        assert_eq!(sys.calls.len(), 1, "{:?}", sys.calls);
+        assert!(sys.stderr()[0].contains("PID 1"), "{:?}", sys.stderr());
+    }
+
+    #[test]
+    fn with_no_command_reports_ready_then_exits_0() {
+        let mut sys = RecordingSys::pid1();
+        assert_eq!(run(&mut sys), 0);
+        assert_eq!(
+            sys.stdout(),
+            [READY_LINE, "a3s-box: no command given; nothing to run"]
+        );
+        assert_eq!(exit_port(&sys), [0]);
+        assert!(sys.position(|c| matches!(c, Call::Spawn { .. })).is_none());
+    }
+
+    #[test]
+    fn signals_are_blocked_before_anything_else() {
+        let mut sys = with_workload("true");
+        sys.reaps = [Reaped::Exited { pid: 42, status: 0 }].into();
+        run(&mut sys);
+        assert_eq!(
+            sys.calls[0],
+            Call::BlockSignals(workload::HANDLED_SIGNALS.to_vec())
+        );
+    }
+
+    #[test]
+    fn mounts_come_before_the_ready_line_and_the_workload() {
+        let mut sys = with_workload("true");
+        sys.reaps = [Reaped::Exited { pid: 42, status: 0 }].into();
+        run(&mut sys);
+        let last_mount = sys
+            .calls
+            .iter()
+            .rposition(|c| matches!(c, Call::Mount(_)))
+            .unwrap();
+        let ready = sys
+            .position(|c| *c == Call::Print(READY_LINE.into()))
+            .unwrap();
+        let spawn = sys.position(|c| matches!(c, Call::Spawn { .. })).unwrap();
+        assert!(last_mount < ready && ready < spawn);
+        assert!(
+            sys.position(|c| *c == Call::SetEnv("PATH".into(), DEFAULT_PATH.into()))
+                .unwrap()
+                < spawn
+        );
+    }
+
+    #[test]
+    fn runs_the_workload_from_the_command_line_with_a_clean_env() {
+        let mut sys = with_workload(r#"sh -c "exit 3""#);
+        sys.reaps = [Reaped::Exited {
+            pid: 42,
+            status: 3 << 8,
+        }]
+        .into();
+        assert_eq!(run(&mut sys), 3);
+        let spawn = sys
+            .calls
+            .iter()
+            .find(|c| matches!(c, Call::Spawn { .. }))
+            .unwrap();
+        let env = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            spawn,
+            &Call::Spawn {
+                argv: vec!["sh".into(), "-c".into(), "exit 3".into()],
+                env: vec![
+                    env("PATH", DEFAULT_PATH),
+                    env("HOME", "/root"),
+                    env("TERM", "linux")
+                ],
+            }
+        );
+        assert_eq!(exit_port(&sys), [3]);
+    }
+
+    #[test]
+    fn a_workload_killed_by_sigkill_reports_137() {
+        let mut sys = with_workload("sleep 100");
+        sys.reaps = [Reaped::Exited {
+            pid: 42,
+            status: libc::SIGKILL,
+        }]
+        .into();
+        assert_eq!(run(&mut sys), 137);
+        assert_eq!(exit_port(&sys), [137]);
+    }
+
+    #[test]
+    fn sigterm_to_pid_1_reaches_the_workload() {
+        let mut sys = with_workload("server");
+        sys.reaps = [
+            Reaped::NoneReady,
+            Reaped::Exited {
+                pid: 42,
+                status: libc::SIGTERM,
+            },
+        ]
+        .into();
+        sys.signals = [libc::SIGTERM].into();
+        assert_eq!(run(&mut sys), 143);
+        assert!(sys.calls.contains(&Call::Kill(42, libc::SIGTERM)));
+    }
+
+    #[test]
+    fn a_missing_command_reports_127_with_dockers_message() {
+        let mut sys = with_workload("nosuchcmd arg");
+        sys.spawn_error = Some(libc::ENOENT);
+        assert_eq!(run(&mut sys), 127);
+        assert_eq!(
+            sys.stderr()[0],
+            r#"a3s-box: exec: "nosuchcmd": executable file not found in $PATH"#
+        );
+        assert_eq!(exit_port(&sys), [127]);
+    }
+
+    #[test]
+    fn a_command_that_is_not_executable_reports_126() {
+        let mut sys = with_workload("/etc/hostname");
+        sys.spawn_error = Some(libc::EACCES);
+        assert_eq!(run(&mut sys), 126);
+        assert_eq!(exit_port(&sys), [126]);
+    }
+
+    #[test]
+    fn shutdown_kills_leftovers_then_syncs_reports_and_reboots_in_that_order() {
+        let mut sys = with_workload("true");
+        sys.reaps = [Reaped::Exited { pid: 42, status: 0 }].into();
+        run(&mut sys);
+        let tail: Vec<&Call> = sys
+            .calls
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Call::Kill(..) | Call::Sync | Call::ExitPort(_) | Call::Reboot(_)
+                )
+            })
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                &Call::Kill(-1, libc::SIGKILL),
+                &Call::Sync,
+                &Call::ExitPort(0),
+                &Call::Reboot(libc::LINUX_REBOOT_CMD_RESTART)
+            ]
+        );
+    }
+
+    #[test]
+    fn closed_stdio_is_reopened_on_the_console_before_mounting() {
+        let mut sys = with_workload("true");
+        sys.closed_fds = vec![0, 1, 2];
+        sys.reaps = [Reaped::Exited { pid: 42, status: 0 }].into();
+        run(&mut sys);
+        assert_eq!(
+            &sys.calls[1..4],
+            [
+                Call::OpenConsole(0),
+                Call::OpenConsole(1),
+                Call::OpenConsole(2)
+            ]
+        );
+    }
+
+    #[test]
+    fn open_stdio_is_left_alone() {
+        let mut sys = RecordingSys::pid1();
+        run(&mut sys);
+        assert!(sys
+            .position(|c| matches!(c, Call::OpenConsole(_)))
+            .is_none());
+    }
+
+    #[test]
+    fn mount_failures_are_warned_about_and_the_workload_still_runs() {
+        let mut sys = with_workload("true");
+        sys.mount_errors = vec![("/dev/shm", libc::ENOMEM)];
+        sys.reaps = [Reaped::Exited { pid: 42, status: 0 }].into();
+        assert_eq!(run(&mut sys), 0);
+        assert!(
+            sys.stderr()[0].contains("could not mount tmpfs on /dev/shm"),
+            "{:?}",
+            sys.stderr()
+        );
+    }
+
+    #[test]
+    fn without_proc_the_box_fails_with_125_and_still_shuts_down() {
+        let mut sys = with_workload("true");
+        sys.mount_errors = vec![("/proc", libc::ENODEV)];
+        assert_eq!(run(&mut sys), 125);
+        assert!(sys
+            .stderr()
+            .iter()
+            .any(|l| l.contains("cannot read the kernel command line")));
+        assert_eq!(exit_port(&sys), [125]);
+        assert!(sys.position(|c| matches!(c, Call::Reboot(_))).is_some());
+    }
+}

@@ -1,0 +1,296 @@
+//! The syscalls PID 1 makes, behind one trait so its logic runs in unit tests.
+//!
+//! [`LinuxSys`] is the real thing; tests use `testing::RecordingSys`.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// One filesystem to mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mount {
+    /// Source (for virtual filesystems, conventionally the type's name).
+    pub source: &'static str,
+    /// Absolute mount point.
+    pub target: &'static str,
+    /// Filesystem type.
+    pub fstype: &'static str,
+    /// `MS_*` flags.
+    pub flags: libc::c_ulong,
+    /// Filesystem-specific options; empty for none.
+    pub data: &'static str,
+}
+
+/// What one non-blocking `waitpid(-1, …)` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// A child ended; `status` is the raw wait status.
+    Exited {
+        /// The child's pid.
+        pid: i32,
+        /// Raw wait status (decode with `WIFEXITED` and friends).
+        status: i32,
+    },
+    /// Children exist but none has ended yet.
+    NoneReady,
+    /// There are no children at all.
+    NoChildren,
+}
+
+/// The operating-system calls guest init needs. Methods retry `EINTR`.
+pub trait Sys {
+    /// This process's pid.
+    fn getpid(&self) -> i32;
+    /// Whether `fd` is an open file descriptor.
+    fn fd_is_open(&self, fd: RawFd) -> bool;
+    /// Opens `/dev/console` read-write as exactly `fd`.
+    fn open_console_as(&mut self, fd: RawFd) -> io::Result<()>;
+    /// Creates one directory (not its parents).
+    fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()>;
+    /// Mounts a filesystem.
+    fn mount(&mut self, mount: &Mount) -> io::Result<()>;
+    /// Reads a whole (small) file.
+    fn read_to_string(&mut self, path: &str) -> io::Result<String>;
+    /// Sets an environment variable of this process.
+    fn set_env(&mut self, key: &str, value: &str);
+    /// Blocks `signals` so they queue until [`Sys::wait_signal`] takes them.
+    fn block_signals(&mut self, signals: &[i32]) -> io::Result<()>;
+    /// Waits for one of `signals` (which must be blocked) and returns its number.
+    fn wait_signal(&mut self, signals: &[i32]) -> io::Result<i32>;
+    /// Starts `argv` with exactly the environment `env` and this process's
+    /// stdio; returns its pid. The child starts with no signals blocked.
+    fn spawn(&mut self, argv: &[String], env: &[(&str, &str)]) -> io::Result<i32>;
+    /// One `waitpid(-1, WNOHANG)`.
+    fn reap(&mut self) -> io::Result<Reaped>;
+    /// Sends `signal` to `pid` (`-1`: every process but this one).
+    fn kill(&mut self, pid: i32, signal: i32) -> io::Result<()>;
+    /// Flushes every filesystem.
+    fn sync(&mut self);
+    /// Does a 32-bit `out` of `value` to [`crate::proto::EXIT_STATUS_PORT`];
+    /// `ErrorKind::Unsupported` where there are no I/O ports.
+    fn write_exit_port(&mut self, value: u32) -> io::Result<()>;
+    /// Reboots with `LINUX_REBOOT_CMD_*` `cmd`; returns only on failure.
+    fn reboot(&mut self, cmd: i32) -> io::Error;
+    /// Writes a line to stdout; errors are ignored (PID 1 must not die of them).
+    fn print(&mut self, line: &str);
+    /// Writes a line to stderr; errors are ignored.
+    fn eprint(&mut self, line: &str);
+}
+
+/// The real syscalls.
+#[derive(Debug, Default)]
+pub struct LinuxSys;
+
+fn cstring(s: &str) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the sigset_t that `set` points to; the
+    // pointer is valid and writable for its size.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    // SAFETY: sigemptyset above fully initialised `set`.
+    let mut set = unsafe { set.assume_init() };
+    for &signal in signals {
+        // SAFETY: `set` is an initialised sigset_t owned by this frame.
+        if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(set)
+}
+
+impl Sys for LinuxSys {
+    fn getpid(&self) -> i32 {
+        // SAFETY: getpid has no preconditions and cannot fail.
+        unsafe { libc::getpid() }
+    }
+
+    fn fd_is_open(&self, fd: RawFd) -> bool {
+        // SAFETY: F_GETFD only reads descriptor flags; on a closed or invalid
+        // descriptor it fails with EBADF and changes nothing.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+    }
+
+    fn open_console_as(&mut self, fd: RawFd) -> io::Result<()> {
+        // No O_CLOEXEC: the workload inherits this descriptor as its stdio.
+        // SAFETY: the path is a NUL-terminated literal; open has no other
+        // preconditions.
+        let got = unsafe { libc::open(c"/dev/console".as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if got != fd {
+            // SAFETY: `got` is the descriptor just opened and owned here; dup2
+            // onto `fd` replaces only `fd`, which the caller found closed.
+            let rc = unsafe { libc::dup2(got, fd) };
+            let err = io::Error::last_os_error();
+            // SAFETY: `got` is ours and no longer needed whatever dup2 did.
+            unsafe { libc::close(got) };
+            if rc < 0 {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(mode).create(path)
+    }
+
+    fn mount(&mut self, m: &Mount) -> io::Result<()> {
+        let source = cstring(m.source)?;
+        let target = cstring(m.target)?;
+        let fstype = cstring(m.fstype)?;
+        let data = cstring(m.data)?;
+        let data_ptr = if m.data.is_empty() {
+            std::ptr::null()
+        } else {
+            data.as_ptr().cast::<libc::c_void>()
+        };
+        // SAFETY: every string is a NUL-terminated CString that outlives the
+        // call; `data_ptr` is null or points at one. mount does not keep them.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                m.flags,
+                data_ptr,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn read_to_string(&mut self, path: &str) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        // PID 1 is single-threaded here, so changing the environment is sound.
+        std::env::set_var(key, value);
+    }
+
+    fn block_signals(&mut self, signals: &[i32]) -> io::Result<()> {
+        let set = sigset(signals)?;
+        // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is
+        // allowed. This process has one thread, so the mask is the process's.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
+    }
+
+    fn wait_signal(&mut self, signals: &[i32]) -> io::Result<i32> {
+        let set = sigset(signals)?;
+        loop {
+            // SAFETY: `set` is an initialised sigset_t; a null siginfo pointer
+            // is allowed by sigwaitinfo.
+            let signal = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+            if signal > 0 {
+                return Ok(signal);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    fn spawn(&mut self, argv: &[String], env: &[(&str, &str)]) -> io::Result<i32> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // std resets the signal mask and SIGPIPE in the child, so the signals
+        // blocked here do not leak into the workload.
+        let child = std::process::Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .spawn()?;
+        // The child is reaped by `reap`, never through this handle.
+        i32::try_from(child.id()).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    }
+
+    fn reap(&mut self) -> io::Result<Reaped> {
+        loop {
+            let mut status = 0;
+            // SAFETY: `status` is a valid, writable c_int for waitpid to fill.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            match pid {
+                0 => return Ok(Reaped::NoneReady),
+                p if p > 0 => return Ok(Reaped::Exited { pid: p, status }),
+                _ => {
+                    let err = io::Error::last_os_error();
+                    match err.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        Some(libc::ECHILD) => return Ok(Reaped::NoChildren),
+                        _ => return Err(err),
+                    }
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self, pid: i32, signal: i32) -> io::Result<()> {
+        // SAFETY: kill takes plain integers and has no memory preconditions.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) {
+        // SAFETY: sync has no preconditions.
+        unsafe { libc::sync() };
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn write_exit_port(&mut self, value: u32) -> io::Result<()> {
+        use crate::proto::EXIT_STATUS_PORT;
+        // SAFETY: ioperm takes plain integers and only changes this process's
+        // I/O permission bitmap (4 ports: one 32-bit access).
+        if unsafe { libc::ioperm(libc::c_ulong::from(EXIT_STATUS_PORT), 4, 1) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: ioperm above granted access to the four ports `out` touches,
+        // so it cannot fault; it reads only the two input registers, touches no
+        // memory or stack and leaves the flags alone, as the options declare.
+        unsafe {
+            core::arch::asm!(
+                "out dx, eax",
+                in("dx") EXIT_STATUS_PORT,
+                in("eax") value,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn write_exit_port(&mut self, _value: u32) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn reboot(&mut self, cmd: i32) -> io::Error {
+        // SAFETY: reboot takes a plain command number; on success it does not
+        // return, on failure it changes nothing.
+        unsafe { libc::reboot(cmd) };
+        io::Error::last_os_error()
+    }
+
+    fn print(&mut self, line: &str) {
+        use std::io::Write;
+        let _ = writeln!(io::stdout(), "{line}");
+    }
+
+    fn eprint(&mut self, line: &str) {
+        use std::io::Write;
+        let _ = writeln!(io::stderr(), "{line}");
+    }
+}

@@ -1,0 +1,208 @@
+//! A recording double of [`Sys`] for unit tests: it keeps every call and
+//! plays back scripted results, with just enough state to look like a fresh
+//! guest (`/proc/...` readable only once proc is mounted).
+
+use super::sys::{Mount, Reaped, Sys};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+
+/// A call made through [`Sys`], in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    OpenConsole(RawFd),
+    Mkdir(String, u32),
+    /// Recorded only when the mount succeeds.
+    Mount(Mount),
+    SetEnv(String, String),
+    BlockSignals(Vec<i32>),
+    Spawn {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+    },
+    Kill(i32, i32),
+    Sync,
+    ExitPort(u32),
+    Reboot(i32),
+    Print(String),
+    Eprint(String),
+}
+
+#[derive(Debug, Default)]
+pub struct RecordingSys {
+    pub pid: i32,
+    pub calls: Vec<Call>,
+    pub closed_fds: Vec<RawFd>,
+    pub existing_dirs: Vec<String>,
+    /// Mount points; `/proc/self/mounts` lists them once `/proc` is one.
+    pub mounted: Vec<String>,
+    /// (target, errno) for mounts that fail.
+    pub mount_errors: Vec<(&'static str, i32)>,
+    /// (pid, errno) for kills that fail.
+    pub kill_errors: Vec<(i32, i32)>,
+    /// Contents of `/proc/cmdline`.
+    pub cmdline: String,
+    /// errno that spawning fails with, if any.
+    pub spawn_error: Option<i32>,
+    pub child_pid: i32,
+    /// Results of successive `reap` calls; `NoChildren` once exhausted.
+    pub reaps: VecDeque<Reaped>,
+    /// Results of successive `wait_signal` calls; an error once exhausted,
+    /// so a test with a wrong script fails instead of hanging.
+    pub signals: VecDeque<i32>,
+}
+
+impl RecordingSys {
+    /// A fresh guest: PID 1, nothing mounted, a command line without a workload.
+    pub fn pid1() -> Self {
+        RecordingSys {
+            pid: 1,
+            child_pid: 42,
+            cmdline: "console=ttyS0 reboot=k panic=-1\n".into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn stdout(&self) -> Vec<&str> {
+        self.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Print(l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn stderr(&self) -> Vec<&str> {
+        self.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Eprint(l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Index of the first call matching `pred`.
+    pub fn position(&self, pred: impl Fn(&Call) -> bool) -> Option<usize> {
+        self.calls.iter().position(pred)
+    }
+
+    fn proc_mounted(&self) -> bool {
+        self.mounted.iter().any(|m| m == "/proc")
+    }
+}
+
+fn enoent() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
+}
+
+impl Sys for RecordingSys {
+    fn getpid(&self) -> i32 {
+        self.pid
+    }
+
+    fn fd_is_open(&self, fd: RawFd) -> bool {
+        !self.closed_fds.contains(&fd)
+    }
+
+    fn open_console_as(&mut self, fd: RawFd) -> io::Result<()> {
+        self.calls.push(Call::OpenConsole(fd));
+        self.closed_fds.retain(|&f| f != fd);
+        Ok(())
+    }
+
+    fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        self.calls.push(Call::Mkdir(path.into(), mode));
+        if self.existing_dirs.iter().any(|d| d == path) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        self.existing_dirs.push(path.into());
+        Ok(())
+    }
+
+    fn mount(&mut self, mount: &Mount) -> io::Result<()> {
+        if let Some(&(_, errno)) = self.mount_errors.iter().find(|(t, _)| *t == mount.target) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.calls.push(Call::Mount(*mount));
+        self.mounted.push(mount.target.into());
+        Ok(())
+    }
+
+    fn read_to_string(&mut self, path: &str) -> io::Result<String> {
+        match path {
+            _ if !self.proc_mounted() => Err(enoent()),
+            "/proc/self/mounts" => Ok(self
+                .mounted
+                .iter()
+                .map(|m| format!("none {m} fstype rw 0 0\n"))
+                .collect()),
+            "/proc/cmdline" => Ok(self.cmdline.clone()),
+            _ => Err(enoent()),
+        }
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        self.calls.push(Call::SetEnv(key.into(), value.into()));
+    }
+
+    fn block_signals(&mut self, signals: &[i32]) -> io::Result<()> {
+        self.calls.push(Call::BlockSignals(signals.to_vec()));
+        Ok(())
+    }
+
+    fn wait_signal(&mut self, _signals: &[i32]) -> io::Result<i32> {
+        self.signals
+            .pop_front()
+            .ok_or_else(|| io::Error::other("no more scripted signals"))
+    }
+
+    fn spawn(&mut self, argv: &[String], env: &[(&str, &str)]) -> io::Result<i32> {
+        self.calls.push(Call::Spawn {
+            argv: argv.to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+        match self.spawn_error {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(self.child_pid),
+        }
+    }
+
+    fn reap(&mut self) -> io::Result<Reaped> {
+        Ok(self.reaps.pop_front().unwrap_or(Reaped::NoChildren))
+    }
+
+    fn kill(&mut self, pid: i32, signal: i32) -> io::Result<()> {
+        self.calls.push(Call::Kill(pid, signal));
+        match self.kill_errors.iter().find(|(p, _)| *p == pid) {
+            Some(&(_, errno)) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(()),
+        }
+    }
+
+    fn sync(&mut self) {
+        self.calls.push(Call::Sync);
+    }
+
+    fn write_exit_port(&mut self, value: u32) -> io::Result<()> {
+        self.calls.push(Call::ExitPort(value));
+        Ok(())
+    }
+
+    fn reboot(&mut self, cmd: i32) -> io::Error {
+        self.calls.push(Call::Reboot(cmd));
+        io::Error::other("recorded, not rebooted")
+    }
+
+    fn print(&mut self, line: &str) {
+        self.calls.push(Call::Print(line.into()));
+    }
+
+    fn eprint(&mut self, line: &str) {
+        self.calls.push(Call::Eprint(line.into()));
+    }
+}

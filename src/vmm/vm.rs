@@ -1,0 +1,267 @@
+//! One running virtual machine: memory, devices, vCPU threads, and how it ends.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use vm_memory::{Address, GuestMemory as _, GuestMemoryRegion};
+
+use super::boot::x86_64::{self as boot, BootConfig, BootError};
+use super::devices::serial::{SerialDevice, COM1_BASE, COM1_IRQ, COM1_LEN};
+use super::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW};
+use super::devices::virtio::rng::Rng;
+use super::devices::virtio::VirtioDevice;
+use super::devices::IrqLine;
+use super::hypervisor::{
+    HypervisorError, PlatformHypervisor, Vcpu, VcpuExit, Vm as _, X86BootState,
+};
+use super::memory::{self, GuestMemory, MemoryError};
+use crate::proto::EXIT_STATUS_PORT;
+
+/// Where virtio-mmio windows start (inside the MMIO gap) and the first IRQ they use.
+const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+const VIRTIO_FIRST_IRQ: u32 = 5;
+/// The i8042 command port; 0xfe on it is the "pulse reset line" command that Linux
+/// uses for `reboot=k`.
+const I8042_COMMAND_PORT: u16 = 0x64;
+const I8042_DATA_PORT: u16 = 0x60;
+const I8042_RESET: u8 = 0xfe;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("{0} vCPUs requested: between 1 and 254 are supported")]
+    CpuCount(u32),
+    #[error(
+        "this host's KVM cannot run the guest: it failed to emulate an instruction ({0}) \
+         — this happens inside VMs without full nested virtualisation; run on a host with \
+         hardware virtualisation, or use scripts/kvm-harness for tests"
+    )]
+    EmulationFailure(String),
+    #[error("the hypervisor refused to enter the guest (hardware reason {0:#x})")]
+    FailEntry(u64),
+    #[error("vCPU stopped unexpectedly: {0}")]
+    UnexpectedExit(String),
+    #[error("vCPU thread could not be started")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What to run.
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<Vec<u8>>,
+    /// The kernel command line without the device announcements the VMM adds.
+    pub cmdline: String,
+    pub cpus: u32,
+    pub memory: u64,
+    pub console: Box<dyn Write + Send>,
+}
+
+/// How the VM ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmExit {
+    /// Guest init reported the main process's exit status.
+    Status(u8),
+    /// The guest reset or shut down without reporting a status (reboot, panic).
+    Reset,
+}
+
+/// Events vCPU threads send to the thread that owns the VM.
+enum VmEvent {
+    Exit(VmExit),
+    Failed(VmmError),
+}
+
+/// Port and memory-mapped I/O dispatch, shared by the vCPU threads.
+struct Bus {
+    serial: Mutex<SerialDevice>,
+    virtio: Vec<(u64, Mutex<MmioTransport>)>,
+    events: mpsc::Sender<VmEvent>,
+}
+
+impl Bus {
+    fn io_in(&self, port: u16, data: &mut [u8]) {
+        match port {
+            p if (COM1_BASE..COM1_BASE + COM1_LEN).contains(&p) && data.len() == 1 => {
+                data[0] = self.serial.lock().unwrap().read((p - COM1_BASE) as u8);
+            }
+            // No keyboard controller: status "nothing to read, ready for commands".
+            I8042_COMMAND_PORT | I8042_DATA_PORT => data.fill(0),
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn io_out(&self, port: u16, data: &[u8]) {
+        match port {
+            p if (COM1_BASE..COM1_BASE + COM1_LEN).contains(&p) && data.len() == 1 => {
+                self.serial
+                    .lock()
+                    .unwrap()
+                    .write((p - COM1_BASE) as u8, data[0]);
+            }
+            I8042_COMMAND_PORT if data == [I8042_RESET] => {
+                let _ = self.events.send(VmEvent::Exit(VmExit::Reset));
+            }
+            EXIT_STATUS_PORT if data.len() == 4 => {
+                let code = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                let _ = self
+                    .events
+                    .send(VmEvent::Exit(VmExit::Status(code.min(255) as u8)));
+            }
+            _ => {}
+        }
+    }
+
+    fn mmio(&self, addr: u64) -> Option<(u64, &Mutex<MmioTransport>)> {
+        self.virtio
+            .iter()
+            .find(|(base, _)| (*base..*base + MMIO_WINDOW).contains(&addr))
+            .map(|(base, dev)| (addr - base, dev))
+    }
+
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        match self.mmio(addr) {
+            Some((off, dev)) => dev.lock().unwrap().read(off, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    fn mmio_write(&self, addr: u64, data: &[u8]) {
+        if let Some((off, dev)) = self.mmio(addr) {
+            dev.lock().unwrap().write(off, data);
+        }
+    }
+}
+
+/// Runs one vCPU until the VM ends or the vCPU fails.
+fn vcpu_loop(mut vcpu: impl Vcpu, bus: Arc<Bus>) {
+    let outcome = loop {
+        let exit = match vcpu.run() {
+            Ok(exit) => exit,
+            Err(e) => break VmEvent::Failed(e.into()),
+        };
+        match exit {
+            VcpuExit::IoIn(port, data) => bus.io_in(port, data),
+            VcpuExit::IoOut(port, data) => bus.io_out(port, data),
+            VcpuExit::MmioRead(addr, data) => bus.mmio_read(addr, data),
+            VcpuExit::MmioWrite(addr, data) => bus.mmio_write(addr, data),
+            VcpuExit::Interrupted => {}
+            VcpuExit::Hlt | VcpuExit::Shutdown => break VmEvent::Exit(VmExit::Reset),
+            VcpuExit::EmulationFailure { instruction } => {
+                let what = if instruction.is_empty() {
+                    "instruction bytes unavailable".to_string()
+                } else {
+                    let hex: Vec<String> = instruction.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("bytes {}", hex.join(" "))
+                };
+                break VmEvent::Failed(VmmError::EmulationFailure(what));
+            }
+            VcpuExit::FailEntry(reason) => break VmEvent::Failed(VmmError::FailEntry(reason)),
+            VcpuExit::Other(what) => break VmEvent::Failed(VmmError::UnexpectedExit(what)),
+        }
+    };
+    let _ = bus.events.send(outcome);
+}
+
+/// The kernel command line the VMM passes: the caller's, then one
+/// `virtio_mmio.device=` announcement per device.
+fn device_cmdline(base: &str, devices: &[(u64, u32)]) -> String {
+    let mut s = base.trim().to_string();
+    for (addr, irq) in devices {
+        s.push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{irq}"));
+    }
+    s
+}
+
+/// Boots the VM and blocks until it ends.
+pub fn run(cfg: VmConfig) -> Result<VmExit, VmmError> {
+    let cpus = u8::try_from(cfg.cpus)
+        .ok()
+        .filter(|n| (1..=254).contains(n))
+        .ok_or(VmmError::CpuCount(cfg.cpus))?;
+    boot::check_kernel(&cfg.kernel)?;
+    let hv = PlatformHypervisor::open()?;
+    let vm = hv.create_vm()?;
+    let mem: GuestMemory = memory::create(cfg.memory)?;
+    for (slot, region) in mem.iter().enumerate() {
+        // SAFETY: `mem` owns these mappings and lives until this function returns,
+        // and the process exits (ending the VM) before it is dropped.
+        unsafe {
+            vm.add_memory(
+                slot as u32,
+                region.start_addr().raw_value(),
+                region.len(),
+                region.as_ptr() as u64,
+            )?;
+        }
+    }
+
+    let (tx, rx) = mpsc::channel();
+    let serial = SerialDevice::new(vm.irq_line(COM1_IRQ)?, cfg.console);
+    let devices: Vec<Box<dyn VirtioDevice>> = vec![Box::new(Rng::new())];
+    let mut virtio = Vec::new();
+    let mut announce = Vec::new();
+    for (i, dev) in devices.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW;
+        let irq = VIRTIO_FIRST_IRQ + i as u32;
+        let line = Arc::new(IrqLine(vm.irq_line(irq)?));
+        virtio.push((base, Mutex::new(MmioTransport::new(mem.clone(), dev, line))));
+        announce.push((base, irq));
+    }
+    let cmdline = device_cmdline(&cfg.cmdline, &announce);
+
+    let state: X86BootState = boot::load(
+        &mem,
+        &BootConfig {
+            kernel: &cfg.kernel,
+            initrd: cfg.initrd.as_deref(),
+            cmdline: &cmdline,
+            cpus,
+        },
+    )?;
+    drop(cfg.initrd);
+
+    let bus = Arc::new(Bus {
+        serial: Mutex::new(serial),
+        virtio,
+        events: tx,
+    });
+    for index in 0..cpus {
+        let vcpu = vm.create_vcpu(index, cpus)?;
+        vcpu.set_boot_state(&state)?;
+        let bus = bus.clone();
+        std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || vcpu_loop(vcpu, bus))
+            .map_err(VmmError::Thread)?;
+    }
+    // `vm` and `mem` must outlive the vCPU threads, which run until the process exits.
+    let outcome = match rx.recv() {
+        Ok(VmEvent::Exit(exit)) => Ok(exit),
+        Ok(VmEvent::Failed(e)) => Err(e),
+        Err(_) => Err(VmmError::UnexpectedExit("all vCPUs stopped".into())),
+    };
+    std::mem::forget(vm);
+    std::mem::forget(mem);
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_announced_on_the_command_line() {
+        let s = device_cmdline("console=ttyS0 ", &[(0xd000_0000, 5), (0xd000_1000, 6)]);
+        assert_eq!(
+            s,
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        );
+    }
+}

@@ -63,13 +63,14 @@ fn build_config(a: ShimArgs) -> anyhow::Result<VmConfig> {
         cmdline.push(' ');
         cmdline.push_str(extra);
     }
-    if !a.command.is_empty() {
-        cmdline.push_str(" -- ");
-        cmdline.push_str(
-            &crate::proto::encode_argv(&a.command)
+    let init_args = if a.command.is_empty() {
+        None
+    } else {
+        Some(
+            crate::proto::encode_argv(&a.command)
                 .context("cannot pass the command to the guest")?,
-        );
-    }
+        )
+    };
     let console: Box<dyn Write + Send> = match &a.console {
         Some(p) => Box::new(
             std::fs::File::create(p)
@@ -81,6 +82,7 @@ fn build_config(a: ShimArgs) -> anyhow::Result<VmConfig> {
         kernel: crate::paths::kernel(a.kernel.as_deref()),
         initrd: Some(initrd),
         cmdline,
+        init_args,
         cpus: a.cpus,
         memory,
         console,

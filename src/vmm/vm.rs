@@ -58,6 +58,8 @@ pub struct VmConfig {
     pub initrd: Option<Vec<u8>>,
     /// The kernel command line without the device announcements the VMM adds.
     pub cmdline: String,
+    /// Arguments for the guest's init, passed after `--` on the command line.
+    pub init_args: Option<String>,
     pub cpus: u32,
     pub memory: u64,
     pub console: Box<dyn Write + Send>,
@@ -82,7 +84,6 @@ enum VmEvent {
 struct Bus {
     serial: Mutex<SerialDevice>,
     virtio: Vec<(u64, Mutex<MmioTransport>)>,
-    events: mpsc::Sender<VmEvent>,
 }
 
 impl Bus {
@@ -97,24 +98,22 @@ impl Bus {
         }
     }
 
-    fn io_out(&self, port: u16, data: &[u8]) {
+    /// Handles an `out`; returns how the VM ends when the write ends it.
+    fn io_out(&self, port: u16, data: &[u8]) -> Option<VmExit> {
         match port {
             p if (COM1_BASE..COM1_BASE + COM1_LEN).contains(&p) && data.len() == 1 => {
                 self.serial
                     .lock()
                     .unwrap()
                     .write((p - COM1_BASE) as u8, data[0]);
+                None
             }
-            I8042_COMMAND_PORT if data == [I8042_RESET] => {
-                let _ = self.events.send(VmEvent::Exit(VmExit::Reset));
-            }
+            I8042_COMMAND_PORT if data == [I8042_RESET] => Some(VmExit::Reset),
             EXIT_STATUS_PORT if data.len() == 4 => {
                 let code = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-                let _ = self
-                    .events
-                    .send(VmEvent::Exit(VmExit::Status(code.min(255) as u8)));
+                Some(VmExit::Status(code.min(255) as u8))
             }
-            _ => {}
+            _ => None,
         }
     }
 
@@ -140,7 +139,7 @@ impl Bus {
 }
 
 /// Runs one vCPU until the VM ends or the vCPU fails.
-fn vcpu_loop(mut vcpu: impl Vcpu, bus: Arc<Bus>) {
+fn vcpu_loop(mut vcpu: impl Vcpu, bus: Arc<Bus>, events: mpsc::Sender<VmEvent>) {
     let outcome = loop {
         let exit = match vcpu.run() {
             Ok(exit) => exit,
@@ -148,7 +147,11 @@ fn vcpu_loop(mut vcpu: impl Vcpu, bus: Arc<Bus>) {
         };
         match exit {
             VcpuExit::IoIn(port, data) => bus.io_in(port, data),
-            VcpuExit::IoOut(port, data) => bus.io_out(port, data),
+            VcpuExit::IoOut(port, data) => {
+                if let Some(exit) = bus.io_out(port, data) {
+                    break VmEvent::Exit(exit);
+                }
+            }
             VcpuExit::MmioRead(addr, data) => bus.mmio_read(addr, data),
             VcpuExit::MmioWrite(addr, data) => bus.mmio_write(addr, data),
             VcpuExit::Interrupted => {}
@@ -166,15 +169,20 @@ fn vcpu_loop(mut vcpu: impl Vcpu, bus: Arc<Bus>) {
             VcpuExit::Other(what) => break VmEvent::Failed(VmmError::UnexpectedExit(what)),
         }
     };
-    let _ = bus.events.send(outcome);
+    let _ = events.send(outcome);
 }
 
-/// The kernel command line the VMM passes: the caller's, then one
-/// `virtio_mmio.device=` announcement per device.
-fn device_cmdline(base: &str, devices: &[(u64, u32)]) -> String {
+/// The kernel command line the VMM passes: the caller's, one
+/// `virtio_mmio.device=` announcement per device, then init's arguments after `--`
+/// (the kernel hands everything after it to init, not to its own parser).
+fn full_cmdline(base: &str, devices: &[(u64, u32)], init_args: Option<&str>) -> String {
     let mut s = base.trim().to_string();
     for (addr, irq) in devices {
         s.push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{irq}"));
+    }
+    if let Some(args) = init_args {
+        s.push_str(" -- ");
+        s.push_str(args);
     }
     s
 }
@@ -214,7 +222,7 @@ pub fn run(cfg: VmConfig) -> Result<VmExit, VmmError> {
         virtio.push((base, Mutex::new(MmioTransport::new(mem.clone(), dev, line))));
         announce.push((base, irq));
     }
-    let cmdline = device_cmdline(&cfg.cmdline, &announce);
+    let cmdline = full_cmdline(&cfg.cmdline, &announce, cfg.init_args.as_deref());
 
     let state: X86BootState = boot::load(
         &mem,
@@ -230,26 +238,63 @@ pub fn run(cfg: VmConfig) -> Result<VmExit, VmmError> {
     let bus = Arc::new(Bus {
         serial: Mutex::new(serial),
         virtio,
-        events: tx,
     });
     for index in 0..cpus {
         let vcpu = vm.create_vcpu(index, cpus)?;
         vcpu.set_boot_state(&state)?;
-        let bus = bus.clone();
+        let (bus, events) = (bus.clone(), tx.clone());
         std::thread::Builder::new()
             .name(format!("vcpu{index}"))
-            .spawn(move || vcpu_loop(vcpu, bus))
+            .spawn(move || vcpu_loop(vcpu, bus, events))
             .map_err(VmmError::Thread)?;
     }
+    drop(tx);
     // `vm` and `mem` must outlive the vCPU threads, which run until the process exits.
     let outcome = match rx.recv() {
         Ok(VmEvent::Exit(exit)) => Ok(exit),
         Ok(VmEvent::Failed(e)) => Err(e),
         Err(_) => Err(VmmError::UnexpectedExit("all vCPUs stopped".into())),
     };
+    if std::env::var_os("A3S_BOX_STATS").is_some() {
+        report_memory(&mem);
+    }
     std::mem::forget(vm);
     std::mem::forget(mem);
     outcome
+}
+
+/// Prints the shim's peak resident memory and how much of it is guest RAM the guest
+/// touched, so the VMM's own overhead is their difference (used by benchmarks).
+fn report_memory(mem: &GuestMemory) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let starts: Vec<u64> = mem.iter().map(|r| r.as_ptr() as u64).collect();
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut guest_kib = 0u64;
+    let mut in_guest = false;
+    for line in smaps.lines() {
+        if let Some(rss) = line.strip_prefix("Rss:") {
+            if in_guest {
+                guest_kib += rss
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        } else if let Some((range, _)) = line.split_once(' ') {
+            if let Some((start, _)) = range.split_once('-') {
+                if let Ok(start) = u64::from_str_radix(start, 16) {
+                    in_guest = starts.contains(&start);
+                }
+            }
+        }
+    }
+    eprintln!("a3s-box-stats: peak_rss_kib={peak_kib} guest_rss_kib={guest_kib}");
 }
 
 #[cfg(test)]
@@ -258,10 +303,23 @@ mod tests {
 
     #[test]
     fn devices_are_announced_on_the_command_line() {
-        let s = device_cmdline("console=ttyS0 ", &[(0xd000_0000, 5), (0xd000_1000, 6)]);
+        let s = full_cmdline(
+            "console=ttyS0 ",
+            &[(0xd000_0000, 5), (0xd000_1000, 6)],
+            None,
+        );
         assert_eq!(
             s,
             "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        );
+    }
+
+    #[test]
+    fn device_announcements_come_before_init_arguments() {
+        let s = full_cmdline("quiet", &[(0xd000_0000, 5)], Some("/bin/sh -c \"exit 3\""));
+        assert_eq!(
+            s,
+            "quiet virtio_mmio.device=4K@0xd0000000:5 -- /bin/sh -c \"exit 3\""
         );
     }
 }

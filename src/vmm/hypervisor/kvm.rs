@@ -103,6 +103,7 @@ impl KvmHypervisor {
             fd,
             cpuid,
             irqchip: false,
+            tsc_deadline: self.kvm.check_extension(Cap::TscDeadlineTimer),
         })
     }
 }
@@ -111,6 +112,10 @@ pub struct KvmVm {
     fd: VmFd,
     cpuid: CpuId,
     irqchip: bool,
+    /// The in-kernel LAPIC can emulate the TSC-deadline timer. KVM leaves that bit out
+    /// of its supported CPUID; offering it spares the guest calibrating the LAPIC
+    /// timer, which is slow and unreliable when the host is itself virtual.
+    tsc_deadline: bool,
 }
 
 impl Vm for KvmVm {
@@ -149,7 +154,12 @@ impl Vm for KvmVm {
             .create_vcpu(u64::from(index))
             .map_err(|e| HypervisorError::ioctl("KVM_CREATE_VCPU", e))?;
         let mut cpuid = self.cpuid.clone();
-        fix_cpuid(cpuid.as_mut_slice(), index, count);
+        fix_cpuid(
+            cpuid.as_mut_slice(),
+            index,
+            count,
+            self.irqchip && self.tsc_deadline,
+        );
         fd.set_cpuid2(&cpuid)
             .map_err(|e| HypervisorError::ioctl("KVM_SET_CPUID2", e))?;
         if self.irqchip {
@@ -161,7 +171,12 @@ impl Vm for KvmVm {
 
 /// Adjusts the host's supported CPUID to describe vCPU `index` of `count`: APIC IDs,
 /// logical processor counts and the hypervisor bit. Everything else passes through.
-fn fix_cpuid(entries: &mut [kvm_bindings::kvm_cpuid_entry2], index: u8, count: u8) {
+fn fix_cpuid(
+    entries: &mut [kvm_bindings::kvm_cpuid_entry2],
+    index: u8,
+    count: u8,
+    tsc_deadline: bool,
+) {
     let apic_id = u32::from(index);
     let count = u32::from(count);
     for e in entries.iter_mut() {
@@ -169,8 +184,11 @@ fn fix_cpuid(entries: &mut [kvm_bindings::kvm_cpuid_entry2], index: u8, count: u
             0x1 => {
                 // EBX: [31:24] initial APIC ID, [23:16] logical processors, [15:8] CLFLUSH size / 8.
                 e.ebx = (apic_id << 24) | (count << 16) | (8 << 8);
-                // ECX bit 31: running under a hypervisor.
+                // ECX bit 31: running under a hypervisor; bit 24: TSC-deadline timer.
                 e.ecx |= 1 << 31;
+                if tsc_deadline {
+                    e.ecx |= 1 << 24;
+                }
                 // EDX bit 28 (HTT): the logical processor count in EBX is valid.
                 if count > 1 {
                     e.edx |= 1 << 28;
@@ -353,5 +371,45 @@ impl Vcpu for KvmVcpu {
         Ok(VcpuExit::Other(format!(
             "KVM internal error, suberror {suberror}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+
+    fn leaf(function: u32, index: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cpuid_describes_this_vcpu_in_the_topology() {
+        let mut e = vec![leaf(1, 0), leaf(0xb, 0), leaf(0xb, 1), leaf(0x8000_0008, 0)];
+        e[3].ecx = 0xabcd_ef00;
+        fix_cpuid(&mut e, 3, 4, false);
+        assert_eq!(e[0].ebx >> 24, 3, "initial APIC ID");
+        assert_eq!((e[0].ebx >> 16) & 0xff, 4, "logical processor count");
+        assert_ne!(e[0].ecx & (1 << 31), 0, "hypervisor bit");
+        assert_ne!(e[0].edx & (1 << 28), 0, "HTT with more than one CPU");
+        assert_eq!(e[0].ecx & (1 << 24), 0, "no TSC deadline unless offered");
+        assert_eq!((e[1].edx, e[2].edx), (3, 3), "x2APIC ID on every subleaf");
+        assert_eq!(
+            e[3].ecx, 0xabcd_ef03,
+            "AMD core count minus one, other bits kept"
+        );
+    }
+
+    #[test]
+    fn single_cpu_has_no_htt_and_tsc_deadline_when_offered() {
+        let mut e = vec![leaf(1, 0)];
+        e[0].edx = 1 << 28;
+        fix_cpuid(&mut e, 0, 1, true);
+        assert_eq!(e[0].edx & (1 << 28), 0);
+        assert_ne!(e[0].ecx & (1 << 24), 0);
     }
 }

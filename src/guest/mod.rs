@@ -3,15 +3,15 @@
 //! The kernel starts this binary as `/init` from the initramfs. In order, it:
 //! blocks the signals it handles (so none is lost before it waits for them),
 //! makes sure stdin/stdout/stderr are the console, mounts the kernel
-//! filesystems, prints [`READY_LINE`](crate::proto::READY_LINE), starts the workload named after `--` on
-//! the kernel command line, and waits for it — reaping every other process
-//! that ends and forwarding termination signals to it. When the workload ends
-//! it kills what is left, syncs, reports the exit code on the VMM's
-//! [`EXIT_STATUS_PORT`](crate::proto::EXIT_STATUS_PORT) and reboots, which ends
-//! the VM where no VMM listens on that port.
+//! filesystems, prints [`READY_LINE`](crate::proto::READY_LINE), starts the
+//! workload named after `--` on the kernel command line, and waits for it —
+//! reaping every other process that ends and forwarding termination signals
+//! to it. When the workload ends it kills what is left, syncs, reports the
+//! exit code on the VMM's [`EXIT_STATUS_PORT`](crate::proto::EXIT_STATUS_PORT)
+//! and reboots, which ends the VM where no VMM listens on that port.
 //!
-//! All of it goes through the [`sys::Sys`] trait, so the logic is unit-tested
-//! with a recording double instead of as a real PID 1.
+//! All of it goes through the `Sys` trait (`sys.rs`), so the logic is
+//! unit-tested with a recording double instead of as a real PID 1.
 
 #[cfg(target_os = "linux")]
 mod mounts;

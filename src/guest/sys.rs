@@ -100,6 +100,40 @@ fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
     Ok(set)
 }
 
+/// The command that starts the workload: exactly `env`, this process's stdio,
+/// and default signal handling.
+///
+/// Init blocks the signals it waits for, and a blocked mask survives `exec`.
+/// std's `Command` means to reset it but, run as PID 1 in the guest (Rust
+/// 1.95, musl), it did not, and the workload never saw the SIGTERM init
+/// forwarded. So the child clears its mask itself.
+fn workload_command(argv: &[String], env: &[(&str, &str)]) -> io::Result<std::process::Command> {
+    use std::os::unix::process::CommandExt;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let empty = sigset(&[])?;
+    let mut command = std::process::Command::new(program);
+    command.args(args).env_clear().envs(env.iter().copied());
+    let reset = move || {
+        // SAFETY: `empty` is an initialised sigset_t owned by the closure; a
+        // null old-set pointer is allowed. pthread_sigmask and signal are
+        // async-signal-safe and allocate nothing, as pre_exec requires.
+        unsafe {
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // std ignores SIGPIPE in this process; the workload must not inherit that.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+        Ok(())
+    };
+    // SAFETY: `reset` only makes async-signal-safe calls (see above) and
+    // touches no state shared with the parent.
+    unsafe { command.pre_exec(reset) };
+    Ok(command)
+}
+
 impl Sys for LinuxSys {
     fn getpid(&self) -> i32 {
         // SAFETY: getpid has no preconditions and cannot fail.
@@ -203,16 +237,7 @@ impl Sys for LinuxSys {
     }
 
     fn spawn(&mut self, argv: &[String], env: &[(&str, &str)]) -> io::Result<i32> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // std resets the signal mask and SIGPIPE in the child, so the signals
-        // blocked here do not leak into the workload.
-        let child = std::process::Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .spawn()?;
+        let child = workload_command(argv, env)?.spawn()?;
         // The child is reaped by `reap`, never through this handle.
         i32::try_from(child.id()).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
     }
@@ -292,5 +317,59 @@ impl Sys for LinuxSys {
     fn eprint(&mut self, line: &str) {
         use std::io::Write;
         let _ = writeln!(io::stderr(), "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask_of_current_thread() -> libc::sigset_t {
+        let mut old = sigset(&[]).unwrap();
+        // SAFETY: a null new set only queries the mask into `old`, a valid sigset_t.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut old) };
+        old
+    }
+
+    #[test]
+    fn the_workload_starts_with_no_signals_blocked() {
+        // Only this test thread's mask changes, and the child is waited for by
+        // pid, so other tests are unaffected.
+        let saved = mask_of_current_thread();
+        let blocked = sigset(&[libc::SIGTERM, libc::SIGUSR1, libc::SIGCHLD]).unwrap();
+        // SAFETY: `blocked` is an initialised sigset_t; null old set is allowed.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut()) };
+        let argv = ["/bin/sh", "-c", "grep -E 'SigBlk|SigIgn' /proc/self/status"].map(String::from);
+        let out = workload_command(&argv, &[("PATH", "/usr/bin:/bin")])
+            .unwrap()
+            .stderr(std::process::Stdio::inherit())
+            .output();
+        // SAFETY: `saved` was filled by pthread_sigmask above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+        let out = out.unwrap();
+        let status = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            status.contains("SigBlk:\t0000000000000000"),
+            "workload inherited a signal mask:\n{status}"
+        );
+        // SIGPIPE (bit 12) must not be ignored either.
+        let ign = status.lines().find(|l| l.starts_with("SigIgn:")).unwrap();
+        let ign = u64::from_str_radix(ign.trim_start_matches("SigIgn:").trim(), 16).unwrap();
+        assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0, "{status}");
+    }
+
+    #[test]
+    fn the_workload_gets_exactly_the_given_environment() {
+        let argv = ["/usr/bin/env"].map(String::from);
+        let out = workload_command(&argv, &[("A", "1"), ("HOME", "/root")])
+            .unwrap()
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "A=1\nHOME=/root\n");
+    }
+
+    #[test]
+    fn an_empty_argv_is_refused() {
+        assert!(workload_command(&[], &[]).is_err());
     }
 }

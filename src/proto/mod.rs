@@ -21,6 +21,9 @@ pub use cmdline::{append_argv, decode_argv, encode_argv, MAX_ARGS, MAX_CMDLINE};
 ///
 /// Guest PID 1 does one 32-bit `out` (`outl`) of the status to this port; the
 /// VMM treats that write as "the box has finished" and ends the VM.
+/// 0xf4 is free on PC hardware and is QEMU's `isa-debug-exit` default, so the same
+/// guest also ends a QEMU run that has that device (and is ignored by one that has
+/// not); it stays clear of QEMU's fw_cfg ports 0x510-0x51b.
 ///
 /// Encoding of the 32-bit value, as a shell reports it:
 /// - `0..=255`: the main process exited with that code;
@@ -30,7 +33,7 @@ pub use cmdline::{append_argv, decode_argv, encode_argv, MAX_ARGS, MAX_CMDLINE};
 ///   "the command cannot be invoked" and "the command was not found".
 ///
 /// Values above 255 are never written; see [`decode_exit_status`].
-pub const EXIT_STATUS_PORT: u16 = 0x0511;
+pub const EXIT_STATUS_PORT: u16 = 0x00f4;
 
 /// Line the guest init prints on its console when it is about to start the
 /// workload (the host can time the boot by it).

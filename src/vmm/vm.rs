@@ -17,7 +17,7 @@ use super::hypervisor::{
     HypervisorError, PlatformHypervisor, Vcpu, VcpuExit, Vm as _, X86BootState,
 };
 use super::memory::{self, GuestMemory, MemoryError};
-use crate::proto::EXIT_STATUS_PORT;
+use crate::proto::{decode_exit_status, EXIT_STATUS_PORT};
 
 /// Where virtio-mmio windows start (inside the MMIO gap) and the first IRQ they use.
 const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
@@ -110,8 +110,9 @@ impl Bus {
             }
             I8042_COMMAND_PORT if data == [I8042_RESET] => Some(VmExit::Reset),
             EXIT_STATUS_PORT if data.len() == 4 => {
-                let code = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-                Some(VmExit::Status(code.min(255) as u8))
+                let value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                // An out-of-range value is the guest's fault, not a workload's status.
+                Some(VmExit::Status(decode_exit_status(value).unwrap_or(125)))
             }
             _ => None,
         }

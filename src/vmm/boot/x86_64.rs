@@ -242,8 +242,19 @@ pub fn load(mem: &GuestMemory, cfg: &BootConfig) -> Result<X86BootState, BootErr
     let himem = Some(GuestAddress(HIMEM_START));
     let (entry, kernel_end, header) = match kind {
         KernelKind::Elf => {
-            let r = Elf::load(mem, None, &mut file, himem).map_err(load_err)?;
-            (r.kernel_load.raw_value(), r.kernel_end, None)
+            let mapped = super::elf_map::map_kernel(mem, &mut file).map_err(|source| {
+                BootError::KernelRead {
+                    path: cfg.kernel.to_owned(),
+                    source,
+                }
+            })?;
+            match mapped {
+                Some((entry, end)) => (entry, end, None),
+                None => {
+                    let r = Elf::load(mem, None, &mut file, himem).map_err(load_err)?;
+                    (r.kernel_load.raw_value(), r.kernel_end, None)
+                }
+            }
         }
         KernelKind::BzImage => {
             let r = BzImage::load(mem, None, &mut file, himem).map_err(load_err)?;

@@ -205,6 +205,19 @@ fn fix_cpuid(
     }
 }
 
+/// The instruction KVM failed to emulate, from the `emulation_failure` layout of
+/// `kvm_run.internal`: data[0] holds flags (bit 0: instruction bytes are valid), then
+/// one byte of length and up to 15 instruction bytes.
+fn emulation_failure_bytes(ndata: u32, data: &[u64]) -> Vec<u8> {
+    const INSTRUCTION_BYTES_VALID: u64 = 1;
+    if ndata < 2 || data.len() < 3 || data[0] & INSTRUCTION_BYTES_VALID == 0 {
+        return Vec::new();
+    }
+    let bytes: Vec<u8> = data[1..3].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let len = usize::from(bytes[0]).min(15);
+    bytes[1..=len].to_vec()
+}
+
 /// Programs LINT0 as ExtINT and LINT1 as NMI, as a BIOS would.
 fn set_lint(fd: &VcpuFd) -> Result<()> {
     let mut lapic = fd
@@ -358,15 +371,9 @@ impl Vcpu for KvmVcpu {
             (internal.suberror, internal.ndata, internal.data)
         };
         if suberror == KVM_INTERNAL_ERROR_EMULATION {
-            // With KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, data[1] holds the
-            // length and data[2..] the bytes; without it there are no bytes to show.
-            let mut instruction = Vec::new();
-            if ndata >= 2 && data[0] & 1 != 0 {
-                let len = (data[1] as usize).min(15);
-                let bytes: Vec<u8> = data[2..].iter().flat_map(|w| w.to_le_bytes()).collect();
-                instruction.extend_from_slice(&bytes[..len.min(bytes.len())]);
-            }
-            return Ok(VcpuExit::EmulationFailure { instruction });
+            return Ok(VcpuExit::EmulationFailure {
+                instruction: emulation_failure_bytes(ndata, &data),
+            });
         }
         Ok(VcpuExit::Other(format!(
             "KVM internal error, suberror {suberror}"
@@ -402,6 +409,19 @@ mod tests {
             e[3].ecx, 0xabcd_ef03,
             "AMD core count minus one, other bits kept"
         );
+    }
+
+    #[test]
+    fn emulation_failure_shows_the_instruction_bytes() {
+        // flags = valid, length 3, bytes 0f c7 0e (cmpxchg16b [rsi]).
+        let data = [
+            1u64,
+            u64::from_le_bytes([3, 0x0f, 0xc7, 0x0e, 0, 0, 0, 0]),
+            0,
+        ];
+        assert_eq!(emulation_failure_bytes(3, &data), vec![0x0f, 0xc7, 0x0e]);
+        assert!(emulation_failure_bytes(3, &[0, data[1], 0]).is_empty());
+        assert!(emulation_failure_bytes(1, &data).is_empty());
     }
 
     #[test]

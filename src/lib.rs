@@ -8,4 +8,5 @@ pub mod guest;
 pub mod initramfs;
 pub mod paths;
 pub mod proto;
+pub mod runtime;
 pub mod vmm;

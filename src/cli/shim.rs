@@ -86,6 +86,7 @@ fn build_config(a: ShimArgs) -> anyhow::Result<VmConfig> {
         cpus: a.cpus,
         memory,
         console,
+        devices: Vec::new(),
     })
 }
 

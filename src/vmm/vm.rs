@@ -14,7 +14,7 @@ use super::devices::virtio::rng::Rng;
 use super::devices::virtio::VirtioDevice;
 use super::devices::IrqLine;
 use super::hypervisor::{
-    HypervisorError, PlatformHypervisor, Vcpu, VcpuExit, Vm as _, X86BootState,
+    HypervisorError, PlatformHypervisor, PlatformVm, Vcpu, VcpuExit, Vm as _, X86BootState,
 };
 use super::memory::{self, GuestMemory, MemoryError};
 use crate::proto::{decode_exit_status, EXIT_STATUS_PORT};
@@ -63,6 +63,8 @@ pub struct VmConfig {
     pub cpus: u32,
     pub memory: u64,
     pub console: Box<dyn Write + Send>,
+    /// virtio devices besides the entropy device every VM gets.
+    pub devices: Vec<Box<dyn VirtioDevice>>,
 }
 
 /// How the VM ended.
@@ -188,8 +190,40 @@ fn full_cmdline(base: &str, devices: &[(u64, u32)], init_args: Option<&str>) -> 
     s
 }
 
+/// A VM whose vCPUs are running.
+pub struct RunningVm {
+    events: mpsc::Receiver<VmEvent>,
+    mem: GuestMemory,
+    vm: PlatformVm,
+}
+
+impl RunningVm {
+    /// Blocks until the VM ends. The vCPU threads are not stopped: the process is
+    /// expected to exit soon after, which ends the VM.
+    pub fn wait(self) -> Result<VmExit, VmmError> {
+        let outcome = match self.events.recv() {
+            Ok(VmEvent::Exit(exit)) => Ok(exit),
+            Ok(VmEvent::Failed(e)) => Err(e),
+            Err(_) => Err(VmmError::UnexpectedExit("all vCPUs stopped".into())),
+        };
+        if std::env::var_os("A3S_BOX_STATS").is_some() {
+            report_memory(&self.mem);
+        }
+        // vCPU threads may still be inside the guest: its memory and the VM must
+        // stay valid until the process exits.
+        std::mem::forget(self.vm);
+        std::mem::forget(self.mem);
+        outcome
+    }
+}
+
 /// Boots the VM and blocks until it ends.
 pub fn run(cfg: VmConfig) -> Result<VmExit, VmmError> {
+    start(cfg)?.wait()
+}
+
+/// Boots the VM and returns once its vCPUs run.
+pub fn start(cfg: VmConfig) -> Result<RunningVm, VmmError> {
     let cpus = u8::try_from(cfg.cpus)
         .ok()
         .filter(|n| (1..=254).contains(n))
@@ -199,8 +233,8 @@ pub fn run(cfg: VmConfig) -> Result<VmExit, VmmError> {
     let vm = hv.create_vm()?;
     let mem: GuestMemory = memory::create(cfg.memory)?;
     for (slot, region) in mem.iter().enumerate() {
-        // SAFETY: `mem` owns these mappings and lives until this function returns,
-        // and the process exits (ending the VM) before it is dropped.
+        // SAFETY: `mem` owns these mappings; it moves into the RunningVm, whose
+        // `wait` leaks it rather than unmap it under running vCPUs.
         unsafe {
             vm.add_memory(
                 slot as u32,
@@ -213,7 +247,8 @@ pub fn run(cfg: VmConfig) -> Result<VmExit, VmmError> {
 
     let (tx, rx) = mpsc::channel();
     let serial = SerialDevice::new(vm.irq_line(COM1_IRQ)?, cfg.console);
-    let devices: Vec<Box<dyn VirtioDevice>> = vec![Box::new(Rng::new())];
+    let mut devices: Vec<Box<dyn VirtioDevice>> = vec![Box::new(Rng::new())];
+    devices.extend(cfg.devices);
     let mut virtio = Vec::new();
     let mut announce = Vec::new();
     for (i, dev) in devices.into_iter().enumerate() {
@@ -250,18 +285,11 @@ pub fn run(cfg: VmConfig) -> Result<VmExit, VmmError> {
             .map_err(VmmError::Thread)?;
     }
     drop(tx);
-    // `vm` and `mem` must outlive the vCPU threads, which run until the process exits.
-    let outcome = match rx.recv() {
-        Ok(VmEvent::Exit(exit)) => Ok(exit),
-        Ok(VmEvent::Failed(e)) => Err(e),
-        Err(_) => Err(VmmError::UnexpectedExit("all vCPUs stopped".into())),
-    };
-    if std::env::var_os("A3S_BOX_STATS").is_some() {
-        report_memory(&mem);
-    }
-    std::mem::forget(vm);
-    std::mem::forget(mem);
-    outcome
+    Ok(RunningVm {
+        events: rx,
+        mem,
+        vm,
+    })
 }
 
 /// Prints the shim's peak resident memory and how much of it is guest RAM the guest
@@ -273,7 +301,12 @@ fn report_memory(mem: &GuestMemory) {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
-    let starts: Vec<u64> = mem.iter().map(|r| r.as_ptr() as u64).collect();
+    // Guest RAM may be several mappings (the kernel is mapped from its file over
+    // part of it): count every mapping inside a region.
+    let regions: Vec<(u64, u64)> = mem
+        .iter()
+        .map(|r| (r.as_ptr() as u64, r.as_ptr() as u64 + r.len()))
+        .collect();
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
     let mut guest_kib = 0u64;
     let mut in_guest = false;
@@ -288,10 +321,14 @@ fn report_memory(mem: &GuestMemory) {
                     .unwrap_or(0);
             }
         } else if let Some((range, _)) = line.split_once(' ') {
-            if let Some((start, _)) = range.split_once('-') {
-                if let Ok(start) = u64::from_str_radix(start, 16) {
-                    in_guest = starts.contains(&start);
-                }
+            let bounds = range.split_once('-').and_then(|(a, b)| {
+                Some((
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                ))
+            });
+            if let Some((start, end)) = bounds {
+                in_guest = regions.iter().any(|(s, e)| start >= *s && end <= *e);
             }
         }
     }

@@ -4,6 +4,7 @@
 //! configuration; a device (`rng/`, later `vsock/`, `fs/`, …) only sees activated
 //! queues and is told when the guest kicks one.
 
+pub mod fs;
 pub mod mmio;
 pub mod rng;
 

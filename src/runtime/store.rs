@@ -1,0 +1,309 @@
+//! The box records under `<state>/boxes/<id>/`: `config.json` (how it was asked to
+//! run) and `state.json` (how it is doing). Writes are atomic (temporary file, fsync,
+//! rename) and changes that must see every box (names) hold an exclusive `flock`.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{BoxConfig, BoxState, RuntimeError};
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const STATE_FILE: &str = "state.json";
+
+pub struct Store {
+    boxes: PathBuf,
+}
+
+/// An exclusive lock over all box records; released when dropped.
+pub struct Lock(#[allow(dead_code)] File);
+
+/// Writes `value` as JSON to `path` so that a reader sees the old or the new file,
+/// never a part of one, even if this process dies half-way.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let data = serde_json::to_vec_pretty(value).expect("box records always serialise");
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| RuntimeError::io("cannot write", path, e))
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let data = std::fs::read(path).map_err(|e| RuntimeError::io("cannot read", path, e))?;
+    serde_json::from_slice(&data).map_err(|source| RuntimeError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A new random 64-hex-digit box ID.
+pub fn new_id() -> String {
+    let mut b = [0u8; 32];
+    let mut filled = 0;
+    while filled < b.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A readable name for a box nobody named, like Docker's `brave_turing`.
+pub fn generate_name(id: &str) -> String {
+    const ADJ: [&str; 16] = [
+        "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nifty", "proud", "quiet", "sharp", "tender", "witty",
+    ];
+    const NOUN: [&str; 16] = [
+        "babbage", "curie", "dijkstra", "euler", "fermat", "gauss", "hopper", "hypatia", "knuth",
+        "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak",
+    ];
+    let n = u32::from_str_radix(&id[..8], 16).unwrap_or(0);
+    format!(
+        "{}_{}",
+        ADJ[(n & 15) as usize],
+        NOUN[((n >> 4) & 15) as usize]
+    )
+}
+
+/// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl Store {
+    /// The store under state directory `state`, created if missing.
+    pub fn open(state: &Path) -> Result<Store> {
+        let boxes = state.join("boxes");
+        std::fs::create_dir_all(&boxes)
+            .map_err(|e| RuntimeError::io("cannot create", &boxes, e))?;
+        Ok(Store { boxes })
+    }
+
+    pub fn box_dir(&self, id: &str) -> PathBuf {
+        self.boxes.join(id)
+    }
+
+    pub fn lock(&self) -> Result<Lock> {
+        let path = self.boxes.join(".lock");
+        let f = File::create(&path).map_err(|e| RuntimeError::io("cannot open", &path, e))?;
+        // SAFETY: `f` is an open file descriptor for the duration of the call.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(RuntimeError::io(
+                "cannot lock",
+                &path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Lock(f))
+    }
+
+    /// Records a new box; fills in its ID (and name, if empty). The name must be
+    /// unused.
+    pub fn create(&self, cfg: &mut BoxConfig) -> Result<PathBuf> {
+        let _lock = self.lock()?;
+        cfg.id = new_id();
+        if cfg.name.is_empty() {
+            cfg.name = generate_name(&cfg.id);
+            while self
+                .ids()?
+                .iter()
+                .any(|id| self.config(id).is_ok_and(|c| c.name == cfg.name))
+            {
+                cfg.name = format!("{}_{}", generate_name(&new_id()), &new_id()[..4]);
+            }
+        } else if !valid_name(&cfg.name) {
+            return Err(RuntimeError::InvalidName(cfg.name.clone()));
+        } else if let Some(other) = self
+            .ids()?
+            .into_iter()
+            .find(|id| self.config(id).is_ok_and(|c| c.name == cfg.name))
+        {
+            return Err(RuntimeError::NameInUse(
+                cfg.name.clone(),
+                other[..12].to_string(),
+            ));
+        }
+        let dir = self.box_dir(&cfg.id);
+        std::fs::create_dir(&dir).map_err(|e| RuntimeError::io("cannot create", &dir, e))?;
+        write_json_atomic(&dir.join(STATE_FILE), &BoxState::created())?;
+        // The config goes last: a box without one is half-made and never listed.
+        write_json_atomic(&dir.join(CONFIG_FILE), cfg)?;
+        Ok(dir)
+    }
+
+    /// IDs of every complete box record.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let rd = std::fs::read_dir(&self.boxes)
+            .map_err(|e| RuntimeError::io("cannot list", &self.boxes, e))?;
+        let mut ids: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|n| self.boxes.join(n).join(CONFIG_FILE).exists())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn config(&self, id: &str) -> Result<BoxConfig> {
+        read_json(&self.box_dir(id).join(CONFIG_FILE))
+    }
+
+    pub fn state(&self, id: &str) -> Result<BoxState> {
+        read_json(&self.box_dir(id).join(STATE_FILE))
+    }
+
+    pub fn write_state(&self, id: &str, state: &BoxState) -> Result<()> {
+        write_json_atomic(&self.box_dir(id).join(STATE_FILE), state)
+    }
+
+    /// The full ID of the box called `name_or_id`: an exact name, a full ID, or an
+    /// unambiguous ID prefix, as Docker resolves them.
+    pub fn resolve(&self, name_or_id: &str) -> Result<String> {
+        let ids = self.ids()?;
+        if let Some(id) = ids.iter().find(|id| *id == name_or_id) {
+            return Ok(id.clone());
+        }
+        if let Some(id) = ids
+            .iter()
+            .find(|id| self.config(id).is_ok_and(|c| c.name == name_or_id))
+        {
+            return Ok(id.clone());
+        }
+        let matches: Vec<&String> = if name_or_id.is_empty() {
+            Vec::new()
+        } else {
+            ids.iter().filter(|id| id.starts_with(name_or_id)).collect()
+        };
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(RuntimeError::NoSuchBox(name_or_id.to_string())),
+            _ => Err(RuntimeError::Ambiguous(name_or_id.to_string())),
+        }
+    }
+
+    /// Deletes a box's record and everything in its directory.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let dir = self.box_dir(id);
+        // Drop the config first so a half-removed box is never listed.
+        let _ = std::fs::remove_file(dir.join(CONFIG_FILE));
+        std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io("cannot remove", &dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("a3s-store-{}", new_id()));
+        (Store::open(&dir).unwrap(), dir)
+    }
+
+    fn cfg(name: &str) -> BoxConfig {
+        BoxConfig {
+            id: String::new(),
+            name: name.into(),
+            rootfs: "/".into(),
+            image: None,
+            argv: vec!["true".into()],
+            env: vec![],
+            workdir: "/".into(),
+            user: None,
+            hostname: "box".into(),
+            tty: false,
+            stdin: false,
+            cpus: 1,
+            memory: 128 << 20,
+            kernel: "/vmlinux".into(),
+            auto_remove: false,
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn created_box_resolves_by_name_full_id_and_prefix() {
+        let (s, dir) = temp_store();
+        let mut c = cfg("web");
+        s.create(&mut c).unwrap();
+        assert_eq!(c.id.len(), 64);
+        assert_eq!(s.resolve("web").unwrap(), c.id);
+        assert_eq!(s.resolve(&c.id).unwrap(), c.id);
+        assert_eq!(s.resolve(&c.id[..12]).unwrap(), c.id);
+        assert!(matches!(s.resolve("nope"), Err(RuntimeError::NoSuchBox(_))));
+        assert_eq!(s.state(&c.id).unwrap(), BoxState::created());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_name_in_use_is_refused_and_loses_nothing() {
+        let (s, dir) = temp_store();
+        let mut a = cfg("db");
+        s.create(&mut a).unwrap();
+        let mut b = cfg("db");
+        assert!(matches!(s.create(&mut b), Err(RuntimeError::NameInUse(..))));
+        assert_eq!(s.ids().unwrap(), vec![a.id.clone()]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_names_are_refused() {
+        let (s, dir) = temp_store();
+        for bad in ["-x", "a/b", "a b", "é"] {
+            assert!(
+                matches!(s.create(&mut cfg(bad)), Err(RuntimeError::InvalidName(_))),
+                "{bad}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unnamed_boxes_get_distinct_generated_names() {
+        let (s, dir) = temp_store();
+        let mut names = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let mut c = cfg("");
+            s.create(&mut c).unwrap();
+            assert!(valid_name(&c.name));
+            assert!(names.insert(c.name.clone()), "duplicate {}", c.name);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn half_made_box_without_config_is_not_listed() {
+        let (s, dir) = temp_store();
+        std::fs::create_dir(s.box_dir(&"a".repeat(64))).unwrap();
+        assert!(s.ids().unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_reported_not_panicked_on() {
+        let (s, dir) = temp_store();
+        let mut c = cfg("x");
+        s.create(&mut c).unwrap();
+        std::fs::write(s.box_dir(&c.id).join(STATE_FILE), b"{not json").unwrap();
+        assert!(matches!(s.state(&c.id), Err(RuntimeError::Corrupt { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

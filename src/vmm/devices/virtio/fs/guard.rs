@@ -1,0 +1,500 @@
+//! This device's rules, between the FUSE server and the passthrough: names
+//! that could leave a directory, device nodes and (when read-only) any change
+//! are refused here, before the passthrough sees them.
+//!
+//! Every request the passthrough serves is forwarded by name below; a request
+//! not listed falls to the trait's default, which refuses it (ENOSYS), so a
+//! new operation is closed until someone opens it here.
+
+use std::ffi::CStr;
+use std::io;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{
+    stat64, statvfs64, CreateIn, FsOptions as FuseOptions, OpenOptions, SetattrValid,
+};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, GetxattrReply, ListxattrReply, ZeroCopyReader,
+    ZeroCopyWriter,
+};
+use fuse_backend_rs::passthrough::PassthroughFs;
+
+/// Most bytes of directory listing one READDIR gets; the passthrough buffers
+/// this much on the host whatever the guest's buffer.
+const MAX_READDIR_BYTES: u32 = 1 << 20;
+
+/// The passthrough behind this device's rules.
+pub(super) struct GuardedFs {
+    inner: PassthroughFs,
+    read_only: bool,
+    /// Whether we may create files as another user.
+    as_root: bool,
+}
+
+impl GuardedFs {
+    pub(super) fn new(inner: PassthroughFs, read_only: bool) -> Self {
+        // SAFETY: geteuid takes no arguments and cannot fail.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        Self {
+            inner,
+            read_only,
+            as_root,
+        }
+    }
+
+    /// The context a file is created under. The passthrough switches to the
+    /// caller's uid/gid to create it and back to root afterwards. Only root
+    /// can do that: anyone else gets EPERM for a uid not its own and, for its
+    /// own, loses the call's errno when switching back fails. Without root,
+    /// the file is created as our own user, the only owner we can give it.
+    fn creator(&self, ctx: &Context) -> Context {
+        if self.as_root {
+            *ctx
+        } else {
+            Context {
+                uid: 0,
+                gid: 0,
+                ..*ctx
+            }
+        }
+    }
+
+    /// Refuses any change when the share is read-only.
+    fn writable(&self) -> io::Result<()> {
+        if self.read_only {
+            Err(errno(libc::EROFS))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// Accepts only a name that stays in its directory: not empty, not `.` or
+/// `..`, no `/`. The Linux FUSE client never sends anything else (it walks
+/// `.` and `..` itself), so only a hostile guest sees this error.
+pub(super) fn check_name(name: &CStr) -> io::Result<()> {
+    match name.to_bytes() {
+        b"" | b"." | b".." => Err(errno(libc::EINVAL)),
+        bytes if bytes.contains(&b'/') => Err(errno(libc::EINVAL)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `flags` (of an OPEN) would let the file be changed.
+fn opens_for_writing(flags: u32) -> bool {
+    let flags = flags as i32;
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl FileSystem for GuardedFs {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn init(&self, capable: FuseOptions) -> io::Result<FuseOptions> {
+        // There is no DAX window to map files into.
+        Ok(self.inner.init(capable)? - FuseOptions::PERFILE_DAX)
+    }
+
+    fn destroy(&self) {
+        self.inner.destroy()
+    }
+
+    fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        check_name(name)?;
+        self.inner.lookup(ctx, parent, name)
+    }
+
+    fn forget(&self, ctx: &Context, inode: u64, count: u64) {
+        self.inner.forget(ctx, inode, count)
+    }
+
+    fn batch_forget(&self, ctx: &Context, requests: Vec<(u64, u64)>) {
+        self.inner.batch_forget(ctx, requests)
+    }
+
+    fn getattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: Option<u64>,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner.getattr(ctx, inode, handle)
+    }
+
+    fn setattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        attr: stat64,
+        handle: Option<u64>,
+        valid: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        self.writable()?;
+        self.inner.setattr(ctx, inode, attr, handle, valid)
+    }
+
+    fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        self.inner.readlink(ctx, inode)
+    }
+
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: u64,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        self.writable()?;
+        check_name(name)?;
+        // The target is only stored, never resolved by us: any string will do.
+        self.inner
+            .symlink(&self.creator(ctx), linkname, parent, name)
+    }
+
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.writable()?;
+        check_name(name)?;
+        if matches!(mode & libc::S_IFMT, libc::S_IFBLK | libc::S_IFCHR) {
+            return Err(errno(libc::EPERM));
+        }
+        self.inner
+            .mknod(&self.creator(ctx), parent, name, mode, rdev, umask)
+    }
+
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.writable()?;
+        check_name(name)?;
+        self.inner
+            .mkdir(&self.creator(ctx), parent, name, mode, umask)
+    }
+
+    fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.writable()?;
+        check_name(name)?;
+        self.inner.unlink(ctx, parent, name)
+    }
+
+    fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.writable()?;
+        check_name(name)?;
+        self.inner.rmdir(ctx, parent, name)
+    }
+
+    fn rename(
+        &self,
+        ctx: &Context,
+        olddir: u64,
+        oldname: &CStr,
+        newdir: u64,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.writable()?;
+        check_name(oldname)?;
+        check_name(newname)?;
+        self.inner
+            .rename(ctx, olddir, oldname, newdir, newname, flags)
+    }
+
+    fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        self.writable()?;
+        check_name(newname)?;
+        self.inner.link(ctx, inode, newparent, newname)
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        if opens_for_writing(flags) {
+            self.writable()?;
+        }
+        self.inner.open(ctx, inode, flags, fuse_flags)
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        self.writable()?;
+        check_name(name)?;
+        self.inner.create(&self.creator(ctx), parent, name, args)
+    }
+
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        self.inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+    }
+
+    fn write(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        delayed_write: bool,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<usize> {
+        self.writable()?;
+        self.inner.write(
+            ctx,
+            inode,
+            handle,
+            r,
+            size,
+            offset,
+            lock_owner,
+            delayed_write,
+            flags,
+            fuse_flags,
+        )
+    }
+
+    fn flush(&self, ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {
+        self.inner.flush(ctx, inode, handle, lock_owner)
+    }
+
+    fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        self.inner.fsync(ctx, inode, datasync, handle)
+    }
+
+    fn fallocate(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.writable()?;
+        self.inner
+            .fallocate(ctx, inode, handle, mode, offset, length)
+    }
+
+    fn release(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+        handle: u64,
+        flush: bool,
+        flock_release: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.inner
+            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+    }
+
+    fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
+        self.inner.statfs(ctx, inode)
+    }
+
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        self.writable()?;
+        self.inner.setxattr(ctx, inode, name, value, flags)
+    }
+
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.inner.getxattr(ctx, inode, name, size)
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        self.inner.listxattr(ctx, inode, size)
+    }
+
+    fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.writable()?;
+        self.inner.removexattr(ctx, inode, name)
+    }
+
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions)> {
+        self.inner.opendir(ctx, inode, flags)
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let size = size.min(MAX_READDIR_BYTES);
+        self.inner
+            .readdir(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let size = size.min(MAX_READDIR_BYTES);
+        self.inner
+            .readdirplus(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        self.inner.fsyncdir(ctx, inode, datasync, handle)
+    }
+
+    fn releasedir(&self, ctx: &Context, inode: u64, flags: u32, handle: u64) -> io::Result<()> {
+        self.inner.releasedir(ctx, inode, flags, handle)
+    }
+
+    fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
+        if mask & libc::W_OK as u32 != 0 {
+            self.writable()?;
+        }
+        self.inner.access(ctx, inode, mask)
+    }
+
+    fn lseek(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.inner.lseek(ctx, inode, handle, offset, whence)
+    }
+
+    // Not forwarded: SETUPMAPPING / REMOVEMAPPING (there is no DAX window) and
+    // what the passthrough does not implement (locks, ioctl, bmap, poll).
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &[u8]) -> std::ffi::CString {
+        std::ffi::CString::new(s).unwrap()
+    }
+
+    #[test]
+    fn names_that_leave_the_directory_are_refused() {
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"/",
+            b"a/b",
+            b"../etc",
+            b"/etc",
+            b"a/",
+        ] {
+            let err = check_name(&name(bad)).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_names_are_accepted() {
+        for good in [
+            &b"a"[..],
+            b"...",
+            b".hidden",
+            b"..a",
+            b"a..",
+            b"\xff\xfe",
+            b" ",
+        ] {
+            check_name(&name(good)).unwrap();
+        }
+    }
+
+    #[test]
+    fn files_are_created_as_the_caller_only_by_root() {
+        let inner = || PassthroughFs::new(Default::default()).unwrap();
+        let ctx = Context {
+            uid: 1000,
+            gid: 100,
+            pid: 7,
+        };
+        let mut fs = GuardedFs::new(inner(), false);
+        fs.as_root = true;
+        let as_root = fs.creator(&ctx);
+        assert_eq!((as_root.uid, as_root.gid, as_root.pid), (1000, 100, 7));
+        fs.as_root = false;
+        let unprivileged = fs.creator(&ctx);
+        assert_eq!(
+            (unprivileged.uid, unprivileged.gid, unprivileged.pid),
+            (0, 0, 7)
+        );
+    }
+
+    #[test]
+    fn open_flags_that_allow_changes_are_writes() {
+        assert!(!opens_for_writing(libc::O_RDONLY as u32));
+        assert!(!opens_for_writing(
+            (libc::O_RDONLY | libc::O_DIRECTORY) as u32
+        ));
+        assert!(opens_for_writing(libc::O_WRONLY as u32));
+        assert!(opens_for_writing(libc::O_RDWR as u32));
+        assert!(opens_for_writing((libc::O_RDONLY | libc::O_TRUNC) as u32));
+    }
+}

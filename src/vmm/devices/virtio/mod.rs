@@ -7,6 +7,7 @@
 pub mod fs;
 pub mod mmio;
 pub mod rng;
+pub mod vsock;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,22 +3,48 @@
 //! The kernel starts this binary as `/init` from the initramfs. In order, it:
 //! blocks the signals it handles (so none is lost before it waits for them),
 //! makes sure stdin/stdout/stderr are the console, mounts the kernel
-//! filesystems, prints [`READY_LINE`](crate::proto::READY_LINE), starts the
-//! workload named after `--` on the kernel command line, and waits for it —
-//! reaping every other process that ends and forwarding termination signals
-//! to it. When the workload ends it kills what is left, syncs, reports the
-//! exit code on the VMM's [`EXIT_STATUS_PORT`](crate::proto::EXIT_STATUS_PORT)
-//! and reboots, which ends the VM where no VMM listens on that port.
+//! filesystems and reads the kernel command line. Then one of two things:
 //!
-//! All of it goes through the `Sys` trait (`sys.rs`), so the logic is
-//! unit-tested with a recording double instead of as a real PID 1.
+//! - **With a root filesystem** (`a3s.root=virtiofs:<tag>`, see
+//!   [`crate::proto::decode_root`]): it mounts the virtio-fs share at
+//!   `/newroot`, mounts the kernel filesystems inside it, starts the vsock
+//!   servers (control 4088, exec 4089, PTY 4090; `session.rs`), prints
+//!   [`READY_LINE`](crate::proto::READY_LINE) and waits. The host's `RunMain`
+//!   starts the main process in new namespaces inside that root (`spawn.rs`);
+//!   an argv after `--` on the command line starts it at once, on the
+//!   console.
+//! - **Without one**: it prints the ready line and runs the argv after `--`
+//!   from the initramfs itself (tiny test guests).
+//!
+//! Either way it then waits for the main process — reaping every other
+//! process that ends and forwarding termination signals to it. When the main
+//! process ends it kills what is left, syncs, reports the exit code on the
+//! VMM's [`EXIT_STATUS_PORT`](crate::proto::EXIT_STATUS_PORT) and reboots,
+//! which ends the VM where no VMM listens on that port.
+//!
+//! Everything PID 1 does goes through the `Sys` trait (`sys.rs`), and what a
+//! new process does on its way into the box through `NsSys`, so the logic is
+//! unit-tested with a recording double; the servers work on any byte stream
+//! and are tested over Unix socket pairs with real processes.
 
 #[cfg(target_os = "linux")]
 mod mounts;
 #[cfg(target_os = "linux")]
+mod pty;
+#[cfg(target_os = "linux")]
+mod session;
+#[cfg(target_os = "linux")]
+mod spawn;
+#[cfg(target_os = "linux")]
+mod supervisor;
+#[cfg(target_os = "linux")]
 mod sys;
 #[cfg(all(test, target_os = "linux"))]
 mod testing;
+#[cfg(target_os = "linux")]
+mod user;
+#[cfg(target_os = "linux")]
+mod vsock;
 #[cfg(target_os = "linux")]
 mod workload;
 
@@ -94,6 +120,7 @@ fn ensure_stdio(sys: &mut impl sys::Sys) -> std::io::Result<()> {
 /// Runs the workload to its end and returns the exit code to report.
 #[cfg(target_os = "linux")]
 fn start_and_wait(sys: &mut impl sys::Sys) -> i32 {
+    use crate::proto::RootSource;
     use workload::{exit_code, spawn_failure, supervise, EXIT_RUNTIME_FAILED, WORKLOAD_ENV};
 
     let cmdline = match sys.read_to_string("/proc/cmdline") {
@@ -106,6 +133,14 @@ fn start_and_wait(sys: &mut impl sys::Sys) -> i32 {
         }
     };
     let argv = crate::proto::decode_argv(&cmdline);
+    match crate::proto::decode_root(&cmdline) {
+        Ok(None) => {}
+        Ok(Some(RootSource::Virtiofs { tag })) => return run_box(sys, &tag, &argv),
+        Err(e) => {
+            sys.eprint(&format!("a3s-box init: {e}"));
+            return EXIT_RUNTIME_FAILED;
+        }
+    }
     sys.print(crate::proto::READY_LINE);
     if argv.is_empty() {
         sys.print("a3s-box: no command given; nothing to run");
@@ -124,6 +159,109 @@ fn start_and_wait(sys: &mut impl sys::Sys) -> i32 {
         Err(e) => {
             sys.eprint(&format!("a3s-box init: lost track of the workload: {e}"));
             EXIT_RUNTIME_FAILED
+        }
+    }
+}
+
+/// How long PID 1 waits, once the main process ended, for its output and
+/// `Exit` to reach the host before powering off.
+#[cfg(target_os = "linux")]
+const REPORT_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(session::OUTPUT_GRACE.as_secs() + session::LINGER.as_secs() + 1);
+
+/// A box with a root filesystem: mounts it, starts the servers, runs the
+/// main process (on request, or `argv` at once) and returns its exit code.
+#[cfg(target_os = "linux")]
+fn run_box(sys: &mut impl sys::Sys, tag: &str, argv: &[String]) -> i32 {
+    use std::sync::Arc;
+    use supervisor::{Isolation, Reaping, Supervisor};
+    use workload::EXIT_RUNTIME_FAILED;
+
+    if let Err(e) = mounts::mount_root(sys, tag) {
+        sys.eprint(&format!(
+            "a3s-box init: cannot mount the box's root filesystem (virtio-fs tag {tag:?}) on \
+             {}: {e} — the VMM must offer a virtio-fs device with that tag",
+            mounts::NEWROOT
+        ));
+        return EXIT_RUNTIME_FAILED;
+    }
+    for f in mounts::prepare_root(sys) {
+        sys.eprint(&format!(
+            "a3s-box init: warning: could not mount {} on {}: {}",
+            f.mount.fstype, f.mount.target, f.error
+        ));
+    }
+    let sup = Arc::new(Supervisor::new(
+        Reaping::Central,
+        Isolation::Namespaces {
+            root: mounts::NEWROOT.into(),
+        },
+        sys.waker(),
+    ));
+    if let Err(e) = sys.start_servers(&sup) {
+        sys.eprint(&format!("a3s-box init: {e}"));
+        if argv.is_empty() {
+            // Nothing to run, and no way for the host to ask for anything.
+            return EXIT_RUNTIME_FAILED;
+        }
+    }
+    sys.print(crate::proto::READY_LINE);
+    if !argv.is_empty() {
+        sys.start_main(&sup, argv);
+    }
+    wait_for_box(sys, &sup)
+}
+
+/// PID 1's loop while the servers run: reaps every child (handing statuses
+/// to the threads that started them), forwards signals to the main process,
+/// and returns the box's exit code once it is done.
+#[cfg(target_os = "linux")]
+fn wait_for_box(sys: &mut impl sys::Sys, sup: &supervisor::Supervisor) -> i32 {
+    use supervisor::Main;
+    use sys::Reaped;
+    use workload::{EXIT_RUNTIME_FAILED, FORWARDED_SIGNALS, HANDLED_SIGNALS};
+
+    loop {
+        loop {
+            match sys.reap() {
+                Ok(Reaped::Exited { pid, status }) => sup.reaped(pid, status),
+                Ok(Reaped::NoneReady | Reaped::NoChildren) => break,
+                Err(e) => {
+                    sys.eprint(&format!("a3s-box init: warning: waitpid failed: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(code) = sup.finished() {
+            if matches!(sup.main(), Main::Exited { .. }) && !sup.wait_reported(REPORT_TIMEOUT) {
+                sys.eprint(
+                    "a3s-box init: warning: the host did not collect the main process's exit",
+                );
+            }
+            return code;
+        }
+        let signal = match sys.wait_signal(HANDLED_SIGNALS) {
+            Ok(s) => s,
+            Err(e) => {
+                sys.eprint(&format!("a3s-box init: cannot wait for signals: {e}"));
+                return EXIT_RUNTIME_FAILED;
+            }
+        };
+        if !FORWARDED_SIGNALS.contains(&signal) {
+            continue;
+        }
+        match sup.main() {
+            Main::Running(pid) => match sys.kill(pid, signal) {
+                Err(e) if e.raw_os_error() != Some(libc::ESRCH) => sys.eprint(&format!(
+                    "a3s-box init: could not forward signal {signal} to the main process: {e}"
+                )),
+                _ => {}
+            },
+            // Stopped before anything ran: end the box as the signal would have.
+            Main::NotStarted if matches!(signal, libc::SIGTERM | libc::SIGINT) => {
+                return 128 + signal;
+            }
+            _ => {}
         }
     }
 }
@@ -372,6 +510,161 @@ mod tests {
             "{:?}",
             sys.stderr()
         );
+    }
+
+    fn with_root(argv: &str) -> RecordingSys {
+        let mut sys = RecordingSys::pid1();
+        let tail = if argv.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {argv}")
+        };
+        sys.cmdline = format!("console=ttyS0 a3s.root=virtiofs:rootfs{tail}\n");
+        sys
+    }
+
+    #[test]
+    fn with_a_root_it_mounts_it_prepares_it_then_serves_and_reports_ready() {
+        let mut sys = with_root("");
+        sys.signals = [libc::SIGTERM].into();
+        assert_eq!(run(&mut sys), 143, "SIGTERM before any main process");
+        let root = sys
+            .position(|c| matches!(c, Call::Mount(m) if m.target == "/newroot"))
+            .expect("root mounted");
+        let Call::Mount(m) = &sys.calls[root] else {
+            unreachable!()
+        };
+        assert_eq!((m.source, m.fstype), ("rootfs", "virtiofs"));
+        let dev = sys
+            .position(|c| matches!(c, Call::Mount(m) if m.target == "/newroot/dev"))
+            .unwrap();
+        let servers = sys.position(|c| *c == Call::StartServers).unwrap();
+        let ready = sys
+            .position(|c| *c == Call::Print(READY_LINE.into()))
+            .unwrap();
+        assert!(root < dev && dev < servers && servers < ready);
+        assert!(sys.position(|c| matches!(c, Call::StartMain(_))).is_none());
+        assert!(sys.position(|c| matches!(c, Call::Spawn { .. })).is_none());
+        assert_eq!(exit_port(&sys), [143]);
+    }
+
+    #[test]
+    fn with_a_root_an_argv_on_the_command_line_starts_the_main_process_at_once() {
+        let mut sys = with_root("sh -c \"exit 3\"");
+        run(&mut sys);
+        let ready = sys
+            .position(|c| *c == Call::Print(READY_LINE.into()))
+            .unwrap();
+        let main = sys
+            .position(|c| *c == Call::StartMain(vec!["sh".into(), "-c".into(), "exit 3".into()]))
+            .expect("main started");
+        assert!(ready < main);
+    }
+
+    #[test]
+    fn a_missing_root_share_fails_the_box_with_125_and_a_hint() {
+        let mut sys = with_root("");
+        sys.mount_errors = vec![("/newroot", libc::ENOENT)];
+        assert_eq!(run(&mut sys), 125);
+        assert!(
+            sys.stderr().iter().any(|l| l.contains("virtio-fs device")),
+            "{:?}",
+            sys.stderr()
+        );
+        assert!(sys.position(|c| *c == Call::StartServers).is_none());
+        assert_eq!(exit_port(&sys), [125]);
+    }
+
+    #[test]
+    fn without_servers_and_without_a_command_the_box_fails_with_125() {
+        let mut sys = with_root("");
+        sys.servers_error = Some(libc::EAFNOSUPPORT);
+        assert_eq!(run(&mut sys), 125);
+        assert_eq!(exit_port(&sys), [125]);
+    }
+
+    #[test]
+    fn a_bad_root_parameter_fails_the_box_with_125() {
+        let mut sys = RecordingSys::pid1();
+        sys.cmdline = "console=ttyS0 a3s.root=nfs:x\n".into();
+        assert_eq!(run(&mut sys), 125);
+        assert!(
+            sys.stderr()[0].contains("virtiofs:<tag>"),
+            "{:?}",
+            sys.stderr()
+        );
+    }
+
+    fn box_supervisor() -> std::sync::Arc<supervisor::Supervisor> {
+        use supervisor::{Isolation, Reaping, Supervisor};
+        std::sync::Arc::new(Supervisor::new(
+            Reaping::Central,
+            Isolation::Namespaces {
+                root: "/newroot".into(),
+            },
+            Box::new(|| {}),
+        ))
+    }
+
+    #[test]
+    fn the_box_loop_reaps_everything_and_ends_with_the_main_process() {
+        let sup = box_supervisor();
+        sup.begin_main().unwrap();
+        let (_, rx) = sup.start_child(true, || Ok(42)).unwrap();
+        sup.main_reported();
+        let mut sys = RecordingSys::pid1();
+        sys.reaps = [
+            Reaped::Exited { pid: 77, status: 0 },
+            Reaped::NoneReady,
+            Reaped::Exited {
+                pid: 42,
+                status: 3 << 8,
+            },
+        ]
+        .into();
+        sys.signals = [libc::SIGCHLD].into();
+        assert_eq!(wait_for_box(&mut sys, &sup), 3);
+        assert_eq!(rx.recv().unwrap(), 3 << 8, "the starter got the status");
+        assert!(sys.reaps.is_empty());
+    }
+
+    #[test]
+    fn the_box_loop_forwards_signals_to_the_main_process() {
+        let sup = box_supervisor();
+        sup.begin_main().unwrap();
+        sup.start_child(true, || Ok(42)).unwrap();
+        sup.main_reported();
+        let mut sys = RecordingSys::pid1();
+        sys.reaps = [
+            Reaped::NoneReady,
+            Reaped::NoneReady,
+            Reaped::NoneReady,
+            Reaped::Exited {
+                pid: 42,
+                status: libc::SIGTERM,
+            },
+        ]
+        .into();
+        sys.signals = [libc::SIGTERM, libc::SIGPWR, libc::SIGCHLD].into();
+        assert_eq!(wait_for_box(&mut sys, &sup), 143);
+        let kills: Vec<&Call> = sys
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::Kill(..)))
+            .collect();
+        assert_eq!(
+            kills,
+            [&Call::Kill(42, libc::SIGTERM)],
+            "SIGPWR is not forwarded"
+        );
+    }
+
+    #[test]
+    fn the_box_loop_ends_on_a_shutdown_request() {
+        let sup = box_supervisor();
+        sup.request_shutdown();
+        let mut sys = RecordingSys::pid1();
+        assert_eq!(wait_for_box(&mut sys, &sup), 0);
     }
 
     #[test]

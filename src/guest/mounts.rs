@@ -1,4 +1,6 @@
-//! The filesystems guest init mounts before anything else runs.
+//! The filesystems guest init mounts: its own kernel filesystems before
+//! anything else runs and, for a box with a root filesystem, that root and
+//! the kernel filesystems inside it.
 
 use super::sys::{Mount, Sys};
 use std::io;
@@ -6,7 +8,7 @@ use std::io;
 const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
 /// In order: a mount point may live on an earlier entry (`/dev/pts` on `/dev`).
-pub const MOUNTS: &[Mount] = &[
+pub const MOUNTS: &[Mount<'static>] = &[
     Mount {
         source: "proc",
         target: "/proc",
@@ -59,6 +61,67 @@ pub const MOUNTS: &[Mount] = &[
     },
 ];
 
+/// Where init mounts the box's root filesystem.
+pub const NEWROOT: &str = "/newroot";
+
+/// The kernel filesystems inside the box's root, mounted by init before the
+/// main process starts, in order. `/proc` is not among them: a proc mount
+/// shows the PID namespace of whoever mounts it, so the main process mounts
+/// its own (see `spawn.rs`); init only makes sure the directory exists.
+/// `/dev` is devtmpfs, so its `ptmx` allocates from the `/dev/pts` beside it.
+pub const ROOT_MOUNTS: &[Mount<'static>] = &[
+    Mount {
+        source: "sysfs",
+        target: "/newroot/sys",
+        fstype: "sysfs",
+        flags: NOSUID_NODEV_NOEXEC | libc::MS_RDONLY,
+        data: "",
+    },
+    Mount {
+        source: "devtmpfs",
+        target: "/newroot/dev",
+        fstype: "devtmpfs",
+        flags: libc::MS_NOSUID,
+        data: "mode=0755",
+    },
+    Mount {
+        source: "devpts",
+        target: "/newroot/dev/pts",
+        fstype: "devpts",
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    },
+    Mount {
+        source: "shm",
+        target: "/newroot/dev/shm",
+        fstype: "tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: "mode=1777",
+    },
+    Mount {
+        source: "tmpfs",
+        target: "/newroot/tmp",
+        fstype: "tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: "mode=1777",
+    },
+    Mount {
+        source: "tmpfs",
+        target: "/newroot/run",
+        fstype: "tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: "mode=0755",
+    },
+];
+
+/// Links every Linux userland expects in `/dev` (as Docker makes them).
+pub const DEV_LINKS: &[(&str, &str)] = &[
+    ("/proc/self/fd", "/newroot/dev/fd"),
+    ("/proc/self/fd/0", "/newroot/dev/stdin"),
+    ("/proc/self/fd/1", "/newroot/dev/stdout"),
+    ("/proc/self/fd/2", "/newroot/dev/stderr"),
+];
+
 const MOUNT_TABLE: &str = "/proc/self/mounts";
 
 /// A mount that failed; init carries on without it (the workload may not
@@ -66,7 +129,7 @@ const MOUNT_TABLE: &str = "/proc/self/mounts";
 #[derive(Debug)]
 pub struct MountFailure {
     /// The mount that failed.
-    pub mount: Mount,
+    pub mount: Mount<'static>,
     /// Why.
     pub error: io::Error,
 }
@@ -75,11 +138,46 @@ pub struct MountFailure {
 /// that is already a mount point (as when the kernel mounted devtmpfs itself).
 /// Returns what failed.
 pub fn mount_all(sys: &mut impl Sys) -> Vec<MountFailure> {
+    mount_list(sys, MOUNTS)
+}
+
+/// Mounts the virtio-fs share `tag` at [`NEWROOT`].
+pub fn mount_root(sys: &mut impl Sys, tag: &str) -> io::Result<()> {
+    mount_one(
+        sys,
+        &Mount {
+            source: tag,
+            target: NEWROOT,
+            fstype: "virtiofs",
+            flags: 0,
+            data: "",
+        },
+    )
+}
+
+/// Prepares the mounted root for the main process: [`ROOT_MOUNTS`], the
+/// `/proc` directory, and [`DEV_LINKS`]. Returns the mounts that failed.
+pub fn prepare_root(sys: &mut impl Sys) -> Vec<MountFailure> {
+    let failures = mount_list(sys, ROOT_MOUNTS);
+    match sys.mkdir("/newroot/proc", 0o555) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => sys.eprint(&format!(
+            "a3s-box init: warning: could not create /newroot/proc: {e}"
+        )),
+        _ => {}
+    }
+    for (target, link) in DEV_LINKS {
+        // An image or an earlier box may have made them already.
+        let _ = sys.symlink(target, link);
+    }
+    failures
+}
+
+fn mount_list(sys: &mut impl Sys, list: &'static [Mount<'static>]) -> Vec<MountFailure> {
     let mut failures = Vec::new();
     // Mounting over an existing mount would silently stack a second one, so
     // look first; the table lives in /proc, hence proc comes first.
     let mut mounted = sys.read_to_string(MOUNT_TABLE).ok();
-    for mount in MOUNTS {
+    for mount in list {
         if mounted
             .as_deref()
             .is_some_and(|table| is_mount_point(table, mount.target))
@@ -98,7 +196,7 @@ pub fn mount_all(sys: &mut impl Sys) -> Vec<MountFailure> {
     failures
 }
 
-fn mount_one(sys: &mut impl Sys, mount: &Mount) -> io::Result<()> {
+fn mount_one(sys: &mut impl Sys, mount: &Mount<'_>) -> io::Result<()> {
     match sys.mkdir(mount.target, 0o755) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
         _ => {}
@@ -208,6 +306,68 @@ mod tests {
             mounted_targets(&sys),
             ["/proc", "/sys", "/dev", "/dev/shm", "/tmp", "/run"]
         );
+    }
+
+    #[test]
+    fn the_root_is_mounted_from_the_virtiofs_tag() {
+        let mut sys = RecordingSys::pid1();
+        mount_root(&mut sys, "rootfs").unwrap();
+        assert_eq!(sys.calls[0], Call::Mkdir("/newroot".into(), 0o755));
+        let Call::Mount(m) = &sys.calls[1] else {
+            panic!("{:?}", sys.calls);
+        };
+        assert_eq!(
+            (m.source, m.target, m.fstype, m.flags),
+            ("rootfs", "/newroot", "virtiofs", 0)
+        );
+    }
+
+    #[test]
+    fn a_missing_root_share_is_an_error() {
+        let mut sys = RecordingSys::pid1();
+        sys.mount_errors = vec![("/newroot", libc::ENOENT)];
+        assert!(mount_root(&mut sys, "rootfs").is_err());
+    }
+
+    #[test]
+    fn the_root_gets_kernel_filesystems_in_order_proc_dir_and_dev_links() {
+        let mut sys = RecordingSys::pid1();
+        sys.mounted = vec!["/proc".into(), "/newroot".into()];
+        assert!(prepare_root(&mut sys).is_empty());
+        assert_eq!(
+            mounted_targets(&sys),
+            [
+                "/newroot/sys",
+                "/newroot/dev",
+                "/newroot/dev/pts",
+                "/newroot/dev/shm",
+                "/newroot/tmp",
+                "/newroot/run"
+            ]
+        );
+        assert!(sys
+            .calls
+            .contains(&Call::Mkdir("/newroot/proc".into(), 0o555)));
+        let dev = sys
+            .position(|c| matches!(c, Call::Mount(m) if m.target == "/newroot/dev"))
+            .unwrap();
+        let fd_link = sys
+            .position(|c| *c == Call::Symlink("/proc/self/fd".into(), "/newroot/dev/fd".into()))
+            .unwrap();
+        assert!(dev < fd_link, "links go into the mounted /dev");
+        assert!(
+            !mounted_targets(&sys).contains(&"/newroot/proc"),
+            "the main process mounts its own /proc"
+        );
+    }
+
+    #[test]
+    fn the_roots_devpts_is_a_private_instance_and_sysfs_is_read_only() {
+        let devpts = ROOT_MOUNTS.iter().find(|m| m.fstype == "devpts").unwrap();
+        assert!(devpts.data.contains("newinstance"));
+        assert!(devpts.data.contains("ptmxmode=0666"));
+        let sysfs = ROOT_MOUNTS.iter().find(|m| m.fstype == "sysfs").unwrap();
+        assert_ne!(sysfs.flags & libc::MS_RDONLY, 0);
     }
 
     #[test]

@@ -1,23 +1,29 @@
 //! The syscalls PID 1 makes, behind one trait so its logic runs in unit tests.
 //!
 //! [`LinuxSys`] is the real thing; tests use `testing::RecordingSys`.
+//! [`Sys`] is what PID 1 calls; [`NsSys`] is what a new process calls between
+//! its clone and its exec, where nothing may allocate.
 
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use super::supervisor::Supervisor;
 
 /// One filesystem to mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mount {
+pub struct Mount<'a> {
     /// Source (for virtual filesystems, conventionally the type's name).
-    pub source: &'static str,
+    pub source: &'a str,
     /// Absolute mount point.
-    pub target: &'static str,
+    pub target: &'a str,
     /// Filesystem type.
-    pub fstype: &'static str,
+    pub fstype: &'a str,
     /// `MS_*` flags.
     pub flags: libc::c_ulong,
     /// Filesystem-specific options; empty for none.
-    pub data: &'static str,
+    pub data: &'a str,
 }
 
 /// What one non-blocking `waitpid(-1, …)` found.
@@ -47,7 +53,9 @@ pub trait Sys {
     /// Creates one directory (not its parents).
     fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()>;
     /// Mounts a filesystem.
-    fn mount(&mut self, mount: &Mount) -> io::Result<()>;
+    fn mount(&mut self, mount: &Mount<'_>) -> io::Result<()>;
+    /// Creates the symbolic link `link` pointing at `target`.
+    fn symlink(&mut self, target: &str, link: &str) -> io::Result<()>;
     /// Reads a whole (small) file.
     fn read_to_string(&mut self, path: &str) -> io::Result<String>;
     /// Sets an environment variable of this process.
@@ -74,6 +82,111 @@ pub trait Sys {
     fn print(&mut self, line: &str);
     /// Writes a line to stderr; errors are ignored.
     fn eprint(&mut self, line: &str);
+    /// Something other threads call to interrupt [`Sys::wait_signal`].
+    fn waker(&self) -> Box<dyn Fn() + Send + Sync>;
+    /// Binds the control, exec and PTY vsock ports and serves each on its
+    /// own thread.
+    fn start_servers(&mut self, sup: &Arc<Supervisor>) -> io::Result<()>;
+    /// Starts `argv` as the box's main process with the console as its
+    /// stdio; a failure is printed and ends the box through `sup`.
+    fn start_main(&mut self, sup: &Arc<Supervisor>, argv: &[String]);
+}
+
+/// An `errno` value.
+pub type Errno = i32;
+
+/// The calls that move a new process into the box, made in the child of a
+/// `clone` of a multi-threaded process. Implementations must not allocate,
+/// lock or panic: another thread may have held the allocator's lock at the
+/// moment of the clone, and the child has only the cloning thread.
+pub trait NsSys {
+    /// `mount(2)` with no filesystem-specific data.
+    fn mount_raw(
+        &mut self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+    ) -> Result<(), Errno>;
+    /// `umount2(2)`.
+    fn umount(&mut self, target: &CStr, flags: libc::c_int) -> Result<(), Errno>;
+    /// `sethostname(2)`.
+    fn sethostname(&mut self, name: &CStr) -> Result<(), Errno>;
+    /// `chdir(2)`.
+    fn chdir(&mut self, path: &CStr) -> Result<(), Errno>;
+    /// `chroot(2)`.
+    fn chroot(&mut self, path: &CStr) -> Result<(), Errno>;
+    /// `setns(2)`: joins the namespace `fd` refers to, of type `nstype`.
+    fn setns(&mut self, fd: RawFd, nstype: libc::c_int) -> Result<(), Errno>;
+}
+
+/// The calling thread's `errno`. Allocates nothing.
+pub fn errno() -> Errno {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn check(rc: libc::c_int) -> Result<(), Errno> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+fn opt_ptr(s: Option<&CStr>) -> *const libc::c_char {
+    s.map_or(std::ptr::null(), CStr::as_ptr)
+}
+
+impl NsSys for LinuxSys {
+    fn mount_raw(
+        &mut self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+    ) -> Result<(), Errno> {
+        // SAFETY: every pointer is null or a NUL-terminated string that
+        // outlives the call; mount keeps none of them; null data is allowed.
+        check(unsafe {
+            libc::mount(
+                opt_ptr(source),
+                target.as_ptr(),
+                opt_ptr(fstype),
+                flags,
+                std::ptr::null(),
+            )
+        })
+    }
+
+    fn umount(&mut self, target: &CStr, flags: libc::c_int) -> Result<(), Errno> {
+        // SAFETY: `target` is NUL-terminated and outlives the call.
+        check(unsafe { libc::umount2(target.as_ptr(), flags) })
+    }
+
+    fn sethostname(&mut self, name: &CStr) -> Result<(), Errno> {
+        let bytes = name.to_bytes();
+        // SAFETY: the pointer and length describe `name`'s bytes, which
+        // outlive the call; sethostname copies them.
+        check(unsafe { libc::sethostname(bytes.as_ptr().cast(), bytes.len()) })
+    }
+
+    fn chdir(&mut self, path: &CStr) -> Result<(), Errno> {
+        // SAFETY: `path` is NUL-terminated and outlives the call.
+        check(unsafe { libc::chdir(path.as_ptr()) })
+    }
+
+    fn chroot(&mut self, path: &CStr) -> Result<(), Errno> {
+        // SAFETY: `path` is NUL-terminated and outlives the call.
+        check(unsafe { libc::chroot(path.as_ptr()) })
+    }
+
+    fn setns(&mut self, fd: RawFd, nstype: libc::c_int) -> Result<(), Errno> {
+        // SAFETY: setns takes plain integers; an invalid descriptor fails
+        // with EBADF and changes nothing.
+        check(unsafe { libc::setns(fd, nstype) })
+    }
 }
 
 /// The real syscalls.
@@ -84,7 +197,8 @@ fn cstring(s: &str) -> io::Result<std::ffi::CString> {
     std::ffi::CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
+/// A signal set holding exactly `signals`.
+pub fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the sigset_t that `set` points to; the
     // pointer is valid and writable for its size.
@@ -173,7 +287,7 @@ impl Sys for LinuxSys {
         std::fs::DirBuilder::new().mode(mode).create(path)
     }
 
-    fn mount(&mut self, m: &Mount) -> io::Result<()> {
+    fn mount(&mut self, m: &Mount<'_>) -> io::Result<()> {
         let source = cstring(m.source)?;
         let target = cstring(m.target)?;
         let fstype = cstring(m.fstype)?;
@@ -198,6 +312,10 @@ impl Sys for LinuxSys {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, link)
     }
 
     fn read_to_string(&mut self, path: &str) -> io::Result<String> {
@@ -317,6 +435,22 @@ impl Sys for LinuxSys {
     fn eprint(&mut self, line: &str) {
         use std::io::Write;
         let _ = writeln!(io::stderr(), "{line}");
+    }
+
+    fn waker(&self) -> Box<dyn Fn() + Send + Sync> {
+        Box::new(|| {
+            // SAFETY: kill takes plain integers. SIGPWR is blocked and taken
+            // by PID 1's sigwaitinfo, so it only wakes that wait.
+            unsafe { libc::kill(libc::getpid(), libc::SIGPWR) };
+        })
+    }
+
+    fn start_servers(&mut self, sup: &Arc<Supervisor>) -> io::Result<()> {
+        super::vsock::start_servers(sup)
+    }
+
+    fn start_main(&mut self, sup: &Arc<Supervisor>, argv: &[String]) {
+        super::session::start_console_main(sup, argv);
     }
 }
 

@@ -2,10 +2,13 @@
 //! plays back scripted results, with just enough state to look like a fresh
 //! guest (`/proc/...` readable only once proc is mounted).
 
-use super::sys::{Mount, Reaped, Sys};
+use super::supervisor::Supervisor;
+use super::sys::{Errno, Mount, NsSys, Reaped, Sys};
 use std::collections::VecDeque;
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 /// A call made through [`Sys`], in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +16,8 @@ pub enum Call {
     OpenConsole(RawFd),
     Mkdir(String, u32),
     /// Recorded only when the mount succeeds.
-    Mount(Mount),
+    Mount(Mount<'static>),
+    Symlink(String, String),
     SetEnv(String, String),
     BlockSignals(Vec<i32>),
     Spawn {
@@ -26,6 +30,35 @@ pub enum Call {
     Reboot(i32),
     Print(String),
     Eprint(String),
+    StartServers,
+    StartMain(Vec<String>),
+    // What a new process does on its way into the box (`NsSys`).
+    MountRaw {
+        source: Option<String>,
+        target: String,
+        fstype: Option<String>,
+        flags: libc::c_ulong,
+    },
+    Umount(String, i32),
+    SetHostname(String),
+    Chdir(String),
+    Chroot(String),
+    Setns(RawFd, i32),
+}
+
+impl Call {
+    /// Whether this is one of the [`NsSys`] calls.
+    pub fn is_ns(&self) -> bool {
+        matches!(
+            self,
+            Call::MountRaw { .. }
+                | Call::Umount(..)
+                | Call::SetHostname(_)
+                | Call::Chdir(_)
+                | Call::Chroot(_)
+                | Call::Setns(..)
+        )
+    }
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +83,12 @@ pub struct RecordingSys {
     /// Results of successive `wait_signal` calls; an error once exhausted,
     /// so a test with a wrong script fails instead of hanging.
     pub signals: VecDeque<i32>,
+    /// errno that starting the servers fails with, if any.
+    pub servers_error: Option<i32>,
+    /// (call, errno) for `NsSys` calls that fail; the call is named as
+    /// `"mount <target>"`, `"umount <target>"`, `"chdir <path>"`,
+    /// `"chroot <path>"`, `"sethostname"` or `"setns"`.
+    pub ns_errors: Vec<(&'static str, i32)>,
 }
 
 impl RecordingSys {
@@ -97,6 +136,66 @@ fn enoent() -> io::Error {
     io::Error::from_raw_os_error(libc::ENOENT)
 }
 
+fn leak(s: &str) -> &'static str {
+    // Tests only: a few bytes per recorded mount.
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+fn text(s: &CStr) -> String {
+    s.to_string_lossy().into_owned()
+}
+
+impl RecordingSys {
+    fn ns(&mut self, name: &str, call: Call) -> Result<(), Errno> {
+        if let Some(&(_, errno)) = self.ns_errors.iter().find(|(n, _)| *n == name) {
+            return Err(errno);
+        }
+        self.calls.push(call);
+        Ok(())
+    }
+}
+
+impl NsSys for RecordingSys {
+    fn mount_raw(
+        &mut self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+    ) -> Result<(), Errno> {
+        let call = Call::MountRaw {
+            source: source.map(text),
+            target: text(target),
+            fstype: fstype.map(text),
+            flags,
+        };
+        self.ns(&format!("mount {}", text(target)), call)
+    }
+
+    fn umount(&mut self, target: &CStr, flags: libc::c_int) -> Result<(), Errno> {
+        self.ns(
+            &format!("umount {}", text(target)),
+            Call::Umount(text(target), flags),
+        )
+    }
+
+    fn sethostname(&mut self, name: &CStr) -> Result<(), Errno> {
+        self.ns("sethostname", Call::SetHostname(text(name)))
+    }
+
+    fn chdir(&mut self, path: &CStr) -> Result<(), Errno> {
+        self.ns(&format!("chdir {}", text(path)), Call::Chdir(text(path)))
+    }
+
+    fn chroot(&mut self, path: &CStr) -> Result<(), Errno> {
+        self.ns(&format!("chroot {}", text(path)), Call::Chroot(text(path)))
+    }
+
+    fn setns(&mut self, fd: RawFd, nstype: libc::c_int) -> Result<(), Errno> {
+        self.ns("setns", Call::Setns(fd, nstype))
+    }
+}
+
 impl Sys for RecordingSys {
     fn getpid(&self) -> i32 {
         self.pid
@@ -121,12 +220,23 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
-    fn mount(&mut self, mount: &Mount) -> io::Result<()> {
+    fn mount(&mut self, mount: &Mount<'_>) -> io::Result<()> {
         if let Some(&(_, errno)) = self.mount_errors.iter().find(|(t, _)| *t == mount.target) {
             return Err(io::Error::from_raw_os_error(errno));
         }
-        self.calls.push(Call::Mount(*mount));
+        self.calls.push(Call::Mount(Mount {
+            source: leak(mount.source),
+            target: leak(mount.target),
+            fstype: leak(mount.fstype),
+            flags: mount.flags,
+            data: leak(mount.data),
+        }));
         self.mounted.push(mount.target.into());
+        Ok(())
+    }
+
+    fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
+        self.calls.push(Call::Symlink(target.into(), link.into()));
         Ok(())
     }
 
@@ -204,5 +314,21 @@ impl Sys for RecordingSys {
 
     fn eprint(&mut self, line: &str) {
         self.calls.push(Call::Eprint(line.into()));
+    }
+
+    fn waker(&self) -> Box<dyn Fn() + Send + Sync> {
+        Box::new(|| {})
+    }
+
+    fn start_servers(&mut self, _sup: &Arc<Supervisor>) -> io::Result<()> {
+        self.calls.push(Call::StartServers);
+        match self.servers_error {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(()),
+        }
+    }
+
+    fn start_main(&mut self, _sup: &Arc<Supervisor>, argv: &[String]) {
+        self.calls.push(Call::StartMain(argv.to_vec()));
     }
 }

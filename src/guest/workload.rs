@@ -15,8 +15,9 @@ pub const FORWARDED_SIGNALS: &[i32] = &[
     libc::SIGUSR2,
 ];
 
-/// Every signal init blocks and takes with `sigwaitinfo`: the forwarded ones
-/// plus SIGCHLD, which wakes it to reap.
+/// Every signal init blocks and takes with `sigwaitinfo`: the forwarded ones,
+/// SIGCHLD, which wakes it to reap, and SIGPWR, with which its own server
+/// threads wake it (as for a `Shutdown` request).
 pub const HANDLED_SIGNALS: &[i32] = &[
     libc::SIGTERM,
     libc::SIGINT,
@@ -25,6 +26,7 @@ pub const HANDLED_SIGNALS: &[i32] = &[
     libc::SIGUSR1,
     libc::SIGUSR2,
     libc::SIGCHLD,
+    libc::SIGPWR,
 ];
 
 /// The environment the workload starts with.
@@ -54,7 +56,25 @@ pub fn exit_code(status: i32) -> i32 {
     }
 }
 
-/// The exit code and the message for a workload that could not be started.
+/// Docker's exit code for an `execve` that failed with `errno`. Allocates
+/// nothing, so a cloned child may call it.
+pub fn exec_failure_code(errno: i32) -> i32 {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR => EXIT_NOT_FOUND,
+        libc::EACCES
+        | libc::EPERM
+        | libc::ENOEXEC
+        | libc::EISDIR
+        | libc::ETXTBSY
+        | libc::ELOOP
+        | libc::ENAMETOOLONG
+        | libc::E2BIG => EXIT_CANNOT_INVOKE,
+        _ => EXIT_RUNTIME_FAILED,
+    }
+}
+
+/// The exit code and the message for a workload that could not be started
+/// (the code is [`exec_failure_code`]'s).
 pub fn spawn_failure(program: &str, err: &io::Error) -> (i32, String) {
     let reason = match err.raw_os_error() {
         Some(libc::ENOENT | libc::ENOTDIR) if !program.contains('/') => {
@@ -190,6 +210,27 @@ mod tests {
     fn other_spawn_failures_are_the_runtimes_125() {
         let (code, _) = spawn_failure("sh", &io::Error::from_raw_os_error(libc::ENOMEM));
         assert_eq!(code, 125);
+    }
+
+    #[test]
+    fn exec_failure_codes_agree_with_the_messages() {
+        for errno in [
+            libc::ENOENT,
+            libc::ENOTDIR,
+            libc::EACCES,
+            libc::EPERM,
+            libc::ENOEXEC,
+            libc::EISDIR,
+            libc::ETXTBSY,
+            libc::ELOOP,
+            libc::ENAMETOOLONG,
+            libc::E2BIG,
+            libc::ENOMEM,
+            libc::EIO,
+        ] {
+            let (code, _) = spawn_failure("x", &io::Error::from_raw_os_error(errno));
+            assert_eq!(exec_failure_code(errno), code, "errno {errno}");
+        }
     }
 
     #[test]

@@ -136,6 +136,74 @@ pub fn decode_argv(cmdline: &str) -> Vec<String> {
     }
 }
 
+/// Kernel parameter naming the box's root filesystem, before the `--`:
+/// `a3s.root=virtiofs:<tag>` mounts the virtio-fs share `<tag>` as the root
+/// of the main process. Without it the guest runs the workload from the
+/// initramfs itself (the argv after `--`), as tiny test guests do.
+pub const ROOT_PARAM: &str = "a3s.root";
+
+/// Longest virtio-fs tag (the device's config field is 36 bytes).
+pub const MAX_FS_TAG: usize = 36;
+
+/// Where the box's root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    /// A virtio-fs share with this tag.
+    Virtiofs {
+        /// The device's tag (`rootfs` for the box's root directory).
+        tag: String,
+    },
+}
+
+fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= MAX_FS_TAG
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b',')
+}
+
+/// Host side: the kernel parameter that makes the guest boot into the
+/// virtio-fs share `tag`, for example `a3s.root=virtiofs:rootfs`.
+pub fn root_param(tag: &str) -> Result<String, ProtoError> {
+    if !valid_tag(tag) {
+        return Err(ProtoError::BadRoot {
+            value: format!("virtiofs:{tag}"),
+        });
+    }
+    Ok(format!("{ROOT_PARAM}=virtiofs:{tag}"))
+}
+
+/// Guest side: the root filesystem named by the last [`ROOT_PARAM`] before
+/// the `--` of a kernel command line, `None` when there is none.
+pub fn decode_root(cmdline: &str) -> Result<Option<RootSource>, ProtoError> {
+    let cmdline = cmdline.strip_suffix('\n').unwrap_or(cmdline);
+    let mut found = None;
+    for token in Tokens::new(cmdline) {
+        if token.is_separator() {
+            break;
+        }
+        let Some(value) = token
+            .text
+            .strip_prefix(ROOT_PARAM)
+            .and_then(|rest| rest.strip_prefix('='))
+        else {
+            continue;
+        };
+        found = Some(match value.strip_prefix("virtiofs:") {
+            Some(tag) if valid_tag(tag) => RootSource::Virtiofs {
+                tag: tag.to_owned(),
+            },
+            _ => {
+                return Err(ProtoError::BadRoot {
+                    value: value.to_owned(),
+                })
+            }
+        });
+    }
+    Ok(found)
+}
+
 struct Token {
     text: String,
     /// Whether any part of the word was quoted (`"--"` is not the separator).
@@ -199,6 +267,60 @@ mod tests {
         let cmdline = append_argv(BASE, args).expect("encodable");
         // The kernel exposes the line with a trailing newline.
         decode_argv(&format!("{cmdline}\n"))
+    }
+
+    #[test]
+    fn root_param_round_trips() {
+        let param = root_param("rootfs").unwrap();
+        assert_eq!(param, "a3s.root=virtiofs:rootfs");
+        let cmdline = append_argv(&format!("{BASE} {param}"), &strings(&["sh"])).unwrap();
+        assert_eq!(
+            decode_root(&format!("{cmdline}\n")).unwrap(),
+            Some(RootSource::Virtiofs {
+                tag: "rootfs".into()
+            })
+        );
+    }
+
+    #[test]
+    fn no_root_param_means_the_initramfs() {
+        assert_eq!(decode_root("console=ttyS0 -- sh\n").unwrap(), None);
+        assert_eq!(decode_root("").unwrap(), None);
+    }
+
+    #[test]
+    fn a_root_param_after_the_separator_belongs_to_the_workload() {
+        assert_eq!(
+            decode_root("console=ttyS0 -- echo a3s.root=virtiofs:x\n").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_last_root_param_wins() {
+        assert_eq!(
+            decode_root("a3s.root=virtiofs:a a3s.root=virtiofs:b").unwrap(),
+            Some(RootSource::Virtiofs { tag: "b".into() })
+        );
+    }
+
+    #[test]
+    fn bad_root_params_are_refused() {
+        for bad in [
+            "a3s.root=virtiofs:",
+            "a3s.root=9p:rootfs",
+            "a3s.root=",
+            "a3s.root=virtiofs:0123456789012345678901234567890123456",
+        ] {
+            assert!(
+                matches!(decode_root(bad), Err(ProtoError::BadRoot { .. })),
+                "{bad}"
+            );
+        }
+        assert!(root_param("has space").is_err());
+        assert!(root_param("").is_err());
+        // Other parameters with the same prefix are not ours.
+        assert_eq!(decode_root("a3s.rootx=1").unwrap(), None);
     }
 
     #[test]

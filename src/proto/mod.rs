@@ -1,21 +1,41 @@
 //! The host↔guest contract, shared by the VMM (host side) and the guest init.
 //!
 //! Both sides compile this one module, so the two ends can never drift apart.
-//! Today the contract is three things:
+//! The contract is:
 //!
-//! - **Workload argv** travels on the kernel command line after a standalone
-//!   `--` token ([`encode_argv`], [`append_argv`] on the host; [`decode_argv`]
-//!   in the guest, which reads `/proc/cmdline`).
-//! - **Readiness**: the guest prints [`READY_LINE`] on its console just before
-//!   it starts the workload.
+//! - **Kernel command line** (`cmdline.rs`): the workload's argv after a
+//!   standalone `--` ([`encode_argv`], [`append_argv`] on the host;
+//!   [`decode_argv`] in the guest, which reads `/proc/cmdline`), and the root
+//!   filesystem before it ([`root_param`] / [`decode_root`]:
+//!   `a3s.root=virtiofs:<tag>`).
+//! - **Readiness**: the guest prints [`READY_LINE`] on its console once it is
+//!   ready to start workloads.
 //! - **Exit status**: the guest writes the main process's exit code to the I/O
 //!   port [`EXIT_STATUS_PORT`]; the VMM ends the VM on that write.
-//!
-//! Later this grows into the vsock framing (control, exec, PTY, attestation).
+//! - **vsock framing** (`frame.rs`): the binary, length-prefixed, versioned
+//!   messages on the control, exec and PTY ports, with [`exec_client`] as a
+//!   ready host side for one process session.
 
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
+mod client;
 mod cmdline;
+mod frame;
 
-pub use cmdline::{append_argv, decode_argv, encode_argv, MAX_ARGS, MAX_CMDLINE};
+pub use client::{exec_client, ExecOutcome, OutputStream};
+pub use cmdline::{
+    append_argv, decode_argv, decode_root, encode_argv, root_param, RootSource, MAX_ARGS,
+    MAX_CMDLINE, MAX_FS_TAG, ROOT_PARAM,
+};
+pub use frame::{
+    client_handshake, decode_frame, read_frame, read_message, server_handshake, write_frame,
+    write_message, ExecRequest, FrameError, MainStatus, Message, LINGER_SECS, MAX_DATA, MAX_FRAME,
+    PORT_CONTROL, PORT_EXEC, PORT_PTY, VERSION_MAJOR, VERSION_MINOR,
+};
 
 /// x86 I/O port through which the guest reports the workload's exit status.
 ///
@@ -35,8 +55,9 @@ pub use cmdline::{append_argv, decode_argv, encode_argv, MAX_ARGS, MAX_CMDLINE};
 /// Values above 255 are never written; see [`decode_exit_status`].
 pub const EXIT_STATUS_PORT: u16 = 0x00f4;
 
-/// Line the guest init prints on its console when it is about to start the
-/// workload (the host can time the boot by it).
+/// Line the guest init prints on its console when it is ready: about to
+/// start the workload named on the command line, or (with a root
+/// filesystem) listening on its vsock ports.
 pub const READY_LINE: &str = "a3s-box: guest ready";
 
 /// Host side of [`EXIT_STATUS_PORT`]: the exit code carried by a value the
@@ -70,6 +91,15 @@ pub enum ProtoError {
         len: usize,
         /// The most the kernel accepts, in bytes.
         max: usize,
+    },
+    /// The root filesystem parameter names no usable source.
+    #[error(
+        "`a3s.root={value}` is not a root filesystem the guest knows — expected \
+         `virtiofs:<tag>` with a tag of 1 to 36 printable characters"
+    )]
+    BadRoot {
+        /// The parameter's value.
+        value: String,
     },
     /// More arguments than the kernel hands to init; one more panics the guest.
     #[error(

@@ -1,0 +1,1141 @@
+//! The host↔guest wire format on vsock: frames, messages, and the handshake.
+//!
+//! This is the one description of the format; both ends compile this file.
+//!
+//! # Ports
+//!
+//! The guest listens on three vsock ports ([`PORT_CONTROL`], [`PORT_EXEC`],
+//! [`PORT_PTY`]); the host connects (through the VMM's hybrid-vsock Unix socket).
+//! Every connection starts with a handshake: the host sends `Hello`, the guest
+//! answers with its own `Hello`, or with `Error` and a close when the major
+//! versions differ. A minor version only adds meaning; a peer must not send a
+//! message type the other side's minor version does not know.
+//!
+//! | port | what it carries |
+//! |---|---|
+//! | 4088 control | any number of `Status`, `SignalMain`, `Shutdown`; at most one `RunMain` per box, after which the connection also carries the main process's I/O (as on the exec port) |
+//! | 4089 exec | one `Exec` (with `tty: false`), then that process's I/O until `Exit` |
+//! | 4090 PTY | one `Exec` (with `tty: true`), the same over a pseudo-terminal |
+//!
+//! A process session goes: host `Exec` (or `RunMain`) → guest `Started` (or
+//! `Error` then `Exit` when it could not be started) → host `Stdin`,
+//! `StdinClose`, `Resize`, `Signal` and guest `Stdout`, `Stderr`, in any order →
+//! guest `Exit`, the last frame of the session. The host then closes the
+//! connection; the guest waits [a short while](LINGER_SECS) for that before
+//! closing it itself (for the main process, before powering off), so the host
+//! has read every frame before the VM goes away.
+//!
+//! # Frames
+//!
+//! | field | size | meaning |
+//! |---|---|---|
+//! | length | 4 bytes, u32 little-endian | bytes that follow: 1 to [`MAX_FRAME`] |
+//! | type | 1 byte | message type, from the table below |
+//! | payload | length − 1 bytes | the message's fields, in table order |
+//!
+//! Field encodings: integers little-endian; `bool` one byte, 0 or 1; `str` a
+//! u32 byte count then that many bytes of UTF-8; `list<T>` a u32 item count
+//! then the items; `opt<T>` one byte 0 (absent) or 1 followed by a `T`;
+//! `rest` every remaining byte of the frame. A payload must be consumed
+//! exactly: trailing bytes are an error, as are unknown types, bad UTF-8,
+//! a `bool` other than 0/1 and a length above [`MAX_FRAME`] (refused before
+//! anything is allocated for it).
+//!
+//! # Messages
+//!
+//! | type | message | sent by | payload |
+//! |---|---|---|---|
+//! | 0x01 | `Hello` | both, first | major u16, minor u16 |
+//! | 0x02 | `Error` | guest | message str (for people: print it on stderr) |
+//! | 0x03 | `Ok` | guest | — (reply to `SignalMain`, `Shutdown`) |
+//! | 0x10 | `Exec` | host | *exec request*, see below |
+//! | 0x11 | `Started` | guest | pid i32 (as the guest's PID 1 sees it) |
+//! | 0x12 | `Stdin` | host | data rest |
+//! | 0x13 | `StdinClose` | host | — (ignored on a terminal: send ^D as data) |
+//! | 0x14 | `Stdout` | guest | data rest (a terminal's output is all `Stdout`) |
+//! | 0x15 | `Stderr` | guest | data rest |
+//! | 0x16 | `Resize` | host | rows u16, cols u16 (terminal sessions only) |
+//! | 0x17 | `Signal` | host | signo i32, to the session's process |
+//! | 0x18 | `Exit` | guest | code i32: exit code, 128 + signo when killed, 125 the runtime failed, 126 cannot invoke, 127 not found |
+//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request* |
+//! | 0x21 | `Status` | host, control | — |
+//! | 0x22 | `StatusReply` | guest | main_pid i32 (0: not started), running bool, exit_code opt\<i32\> |
+//! | 0x23 | `SignalMain` | host, control | signo i32, to the main process |
+//! | 0x24 | `Shutdown` | host, control | — (power off now; the main process is killed) |
+//!
+//! *Exec request*: argv list\<str\> (program first), env list\<str, str\>
+//! (key, value), cwd str (empty: `/`), user opt\<str\> (`uid`, `uid:gid`,
+//! `name`, `name:group`, looked up in the box's `/etc/passwd` and
+//! `/etc/group`; absent: root), tty bool, rows u16, cols u16 (initial
+//! terminal size; 0 leaves the default), stdin bool (false: `/dev/null`).
+
+use std::io::{self, Read, Write};
+
+/// vsock port of the control server (box status, main process).
+pub const PORT_CONTROL: u32 = 4088;
+/// vsock port of the exec server (further processes, pipes).
+pub const PORT_EXEC: u32 = 4089;
+/// vsock port of the PTY server (further processes on a terminal).
+pub const PORT_PTY: u32 = 4090;
+
+/// Major protocol version; peers with different majors refuse each other.
+pub const VERSION_MAJOR: u16 = 1;
+/// Minor protocol version; see the module documentation.
+pub const VERSION_MINOR: u16 = 0;
+
+/// Largest value of a frame's length field (type byte plus payload): 1 MiB.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Largest chunk of process output or input to put in one frame.
+pub const MAX_DATA: usize = 64 * 1024;
+
+/// Seconds the guest waits, after a session's `Exit`, for the host to close.
+pub const LINGER_SECS: u64 = 2;
+
+/// Why a frame could not be read, written or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The connection failed.
+    #[error("the connection failed")]
+    Io(#[source] io::Error),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("the connection ended in the middle of a frame")]
+    Truncated,
+    /// The length field exceeds [`MAX_FRAME`].
+    #[error("a frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Length the frame claims or would need.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The length field is zero: there is not even a type byte.
+    #[error("an empty frame has no message type")]
+    Empty,
+    /// The type byte names no message.
+    #[error("unknown message type {0:#04x}")]
+    UnknownType(u8),
+    /// The payload ended before a field did.
+    #[error("the {message} message is cut short in its {field} field")]
+    ShortPayload {
+        /// Name of the message.
+        message: &'static str,
+        /// Name of the field being read.
+        field: &'static str,
+    },
+    /// Bytes are left after the last field.
+    #[error("the {message} message has {extra} unexpected bytes after its last field")]
+    TrailingBytes {
+        /// Name of the message.
+        message: &'static str,
+        /// How many bytes were left.
+        extra: usize,
+    },
+    /// A string field is not UTF-8.
+    #[error("the {field} field of the {message} message is not valid UTF-8")]
+    BadUtf8 {
+        /// Name of the message.
+        message: &'static str,
+        /// Name of the field.
+        field: &'static str,
+    },
+    /// A boolean or option tag is neither 0 nor 1.
+    #[error("the {field} field of the {message} message holds {value}, not 0 or 1")]
+    BadFlag {
+        /// Name of the message.
+        message: &'static str,
+        /// Name of the field.
+        field: &'static str,
+        /// The byte found.
+        value: u8,
+    },
+    /// The peer speaks another major version.
+    #[error(
+        "the peer speaks protocol {theirs_major}.{theirs_minor}, this side {ours_major}.{ours_minor} \
+         — use the same a3s-box version on the host and in the guest"
+    )]
+    VersionMismatch {
+        /// Peer's major version.
+        theirs_major: u16,
+        /// Peer's minor version.
+        theirs_minor: u16,
+        /// Our major version.
+        ours_major: u16,
+        /// Our minor version.
+        ours_minor: u16,
+    },
+    /// A message arrived where the protocol does not allow it.
+    #[error("expected {expected}, got a {got} message")]
+    Unexpected {
+        /// What the protocol called for.
+        expected: &'static str,
+        /// Name of the message that came.
+        got: &'static str,
+    },
+    /// The peer refused with an `Error` message.
+    #[error("the peer refused: {0}")]
+    Refused(String),
+    /// The connection ended where a message was required.
+    #[error("the connection closed before {0}")]
+    Closed(&'static str),
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Truncated
+        } else {
+            FrameError::Io(e)
+        }
+    }
+}
+
+/// What to run, as in Docker's `exec` (see the module table for the encoding).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is searched in the env's `PATH`
+    /// unless it holds a `/`.
+    pub argv: Vec<String>,
+    /// Environment, in order; the guest adds `PATH`, `HOME` (and `TERM` on a
+    /// terminal) when they are missing.
+    pub env: Vec<(String, String)>,
+    /// Working directory; empty means `/`.
+    pub cwd: String,
+    /// `uid`, `uid:gid`, `name` or `name:group`; `None` runs as root.
+    pub user: Option<String>,
+    /// Whether to run on a pseudo-terminal.
+    pub tty: bool,
+    /// Initial terminal rows (0: leave the default).
+    pub rows: u16,
+    /// Initial terminal columns (0: leave the default).
+    pub cols: u16,
+    /// Whether the host sends stdin; `false` gives the process `/dev/null`.
+    pub stdin: bool,
+}
+
+/// The main process's state, as `StatusReply` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MainStatus {
+    /// Pid of the main process in the guest, 0 before it was started.
+    pub main_pid: i32,
+    /// Whether it is running.
+    pub running: bool,
+    /// Its exit code, once it has ended.
+    pub exit_code: Option<i32>,
+}
+
+/// One message: a frame's type and payload, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// First frame on every connection, both ways.
+    Hello {
+        /// Major version ([`VERSION_MAJOR`]).
+        major: u16,
+        /// Minor version ([`VERSION_MINOR`]).
+        minor: u16,
+    },
+    /// A request failed; the text is for people.
+    Error {
+        /// What went wrong and, where possible, what to do.
+        message: String,
+    },
+    /// A control request succeeded.
+    Ok,
+    /// Run a further process in the box.
+    Exec(ExecRequest),
+    /// The requested process runs.
+    Started {
+        /// Its pid.
+        pid: i32,
+    },
+    /// Input for the process.
+    Stdin(Vec<u8>),
+    /// The process's input ends.
+    StdinClose,
+    /// Output of the process (all output, on a terminal).
+    Stdout(Vec<u8>),
+    /// Error output of the process.
+    Stderr(Vec<u8>),
+    /// The terminal's size changed.
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// Send a signal to the session's process.
+    Signal(i32),
+    /// The process ended; last frame of the session.
+    Exit {
+        /// Shell-style exit code.
+        code: i32,
+    },
+    /// Start the box's main process.
+    RunMain {
+        /// Host name of the box (empty: leave the kernel's).
+        hostname: String,
+        /// What to run.
+        exec: ExecRequest,
+    },
+    /// Ask for the main process's state.
+    Status,
+    /// The main process's state.
+    StatusReply(MainStatus),
+    /// Send a signal to the main process.
+    SignalMain(i32),
+    /// Power the box off now.
+    Shutdown,
+}
+
+mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const ERROR: u8 = 0x02;
+    pub const OK: u8 = 0x03;
+    pub const EXEC: u8 = 0x10;
+    pub const STARTED: u8 = 0x11;
+    pub const STDIN: u8 = 0x12;
+    pub const STDIN_CLOSE: u8 = 0x13;
+    pub const STDOUT: u8 = 0x14;
+    pub const STDERR: u8 = 0x15;
+    pub const RESIZE: u8 = 0x16;
+    pub const SIGNAL: u8 = 0x17;
+    pub const EXIT: u8 = 0x18;
+    pub const RUN_MAIN: u8 = 0x20;
+    pub const STATUS: u8 = 0x21;
+    pub const STATUS_REPLY: u8 = 0x22;
+    pub const SIGNAL_MAIN: u8 = 0x23;
+    pub const SHUTDOWN: u8 = 0x24;
+}
+
+/// Name of a message type for errors, or `None` for an unknown one.
+fn type_name(t: u8) -> Option<&'static str> {
+    Some(match t {
+        tag::HELLO => "Hello",
+        tag::ERROR => "Error",
+        tag::OK => "Ok",
+        tag::EXEC => "Exec",
+        tag::STARTED => "Started",
+        tag::STDIN => "Stdin",
+        tag::STDIN_CLOSE => "StdinClose",
+        tag::STDOUT => "Stdout",
+        tag::STDERR => "Stderr",
+        tag::RESIZE => "Resize",
+        tag::SIGNAL => "Signal",
+        tag::EXIT => "Exit",
+        tag::RUN_MAIN => "RunMain",
+        tag::STATUS => "Status",
+        tag::STATUS_REPLY => "StatusReply",
+        tag::SIGNAL_MAIN => "SignalMain",
+        tag::SHUTDOWN => "Shutdown",
+        _ => return None,
+    })
+}
+
+impl Message {
+    /// The message's type byte.
+    pub fn type_byte(&self) -> u8 {
+        match self {
+            Message::Hello { .. } => tag::HELLO,
+            Message::Error { .. } => tag::ERROR,
+            Message::Ok => tag::OK,
+            Message::Exec(_) => tag::EXEC,
+            Message::Started { .. } => tag::STARTED,
+            Message::Stdin(_) => tag::STDIN,
+            Message::StdinClose => tag::STDIN_CLOSE,
+            Message::Stdout(_) => tag::STDOUT,
+            Message::Stderr(_) => tag::STDERR,
+            Message::Resize { .. } => tag::RESIZE,
+            Message::Signal(_) => tag::SIGNAL,
+            Message::Exit { .. } => tag::EXIT,
+            Message::RunMain { .. } => tag::RUN_MAIN,
+            Message::Status => tag::STATUS,
+            Message::StatusReply(_) => tag::STATUS_REPLY,
+            Message::SignalMain(_) => tag::SIGNAL_MAIN,
+            Message::Shutdown => tag::SHUTDOWN,
+        }
+    }
+
+    /// The message's name, as in the module table.
+    pub fn name(&self) -> &'static str {
+        type_name(self.type_byte()).unwrap_or("?")
+    }
+
+    /// The whole frame: length, type and payload.
+    pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
+        let mut out = Writer(vec![0, 0, 0, 0, self.type_byte()]);
+        match self {
+            Message::Hello { major, minor } => {
+                out.u16(*major);
+                out.u16(*minor);
+            }
+            Message::Error { message } => out.str(message)?,
+            Message::Ok | Message::StdinClose | Message::Status | Message::Shutdown => {}
+            Message::Exec(req) => out.exec(req)?,
+            Message::Started { pid } => out.i32(*pid),
+            Message::Stdin(d) | Message::Stdout(d) | Message::Stderr(d) => out.0.extend(d),
+            Message::Resize { rows, cols } => {
+                out.u16(*rows);
+                out.u16(*cols);
+            }
+            Message::Signal(s) | Message::SignalMain(s) => out.i32(*s),
+            Message::Exit { code } => out.i32(*code),
+            Message::RunMain { hostname, exec } => {
+                out.str(hostname)?;
+                out.exec(exec)?;
+            }
+            Message::StatusReply(s) => {
+                out.i32(s.main_pid);
+                out.bool(s.running);
+                match s.exit_code {
+                    None => out.bool(false),
+                    Some(code) => {
+                        out.bool(true);
+                        out.i32(code);
+                    }
+                }
+            }
+        }
+        let len = out.0.len() - 4;
+        let too_large = FrameError::TooLarge {
+            len: u64::try_from(len).unwrap_or(u64::MAX),
+            max: MAX_FRAME,
+        };
+        if len > MAX_FRAME {
+            return Err(too_large);
+        }
+        let len = u32::try_from(len).map_err(|_| too_large)?;
+        out.0[..4].copy_from_slice(&len.to_le_bytes());
+        Ok(out.0)
+    }
+
+    /// Decodes one message from its type byte and payload.
+    pub fn decode(type_byte: u8, payload: &[u8]) -> Result<Message, FrameError> {
+        let message = type_name(type_byte).ok_or(FrameError::UnknownType(type_byte))?;
+        let mut r = Reader {
+            message,
+            rest: payload,
+        };
+        let msg = match type_byte {
+            tag::HELLO => Message::Hello {
+                major: r.u16("major")?,
+                minor: r.u16("minor")?,
+            },
+            tag::ERROR => Message::Error {
+                message: r.str("message")?,
+            },
+            tag::OK => Message::Ok,
+            tag::EXEC => Message::Exec(r.exec()?),
+            tag::STARTED => Message::Started { pid: r.i32("pid")? },
+            tag::STDIN => Message::Stdin(r.rest()),
+            tag::STDIN_CLOSE => Message::StdinClose,
+            tag::STDOUT => Message::Stdout(r.rest()),
+            tag::STDERR => Message::Stderr(r.rest()),
+            tag::RESIZE => Message::Resize {
+                rows: r.u16("rows")?,
+                cols: r.u16("cols")?,
+            },
+            tag::SIGNAL => Message::Signal(r.i32("signo")?),
+            tag::EXIT => Message::Exit {
+                code: r.i32("code")?,
+            },
+            tag::RUN_MAIN => Message::RunMain {
+                hostname: r.str("hostname")?,
+                exec: r.exec()?,
+            },
+            tag::STATUS => Message::Status,
+            tag::STATUS_REPLY => Message::StatusReply(MainStatus {
+                main_pid: r.i32("main_pid")?,
+                running: r.bool("running")?,
+                exit_code: if r.bool("exit_code")? {
+                    Some(r.i32("exit_code")?)
+                } else {
+                    None
+                },
+            }),
+            tag::SIGNAL_MAIN => Message::SignalMain(r.i32("signo")?),
+            tag::SHUTDOWN => Message::Shutdown,
+            _ => return Err(FrameError::UnknownType(type_byte)),
+        };
+        if !r.rest.is_empty() {
+            return Err(FrameError::TrailingBytes {
+                message,
+                extra: r.rest.len(),
+            });
+        }
+        Ok(msg)
+    }
+}
+
+/// Decodes exactly one whole frame (length, type, payload) from `bytes`.
+///
+/// This is the entry point for fuzzing: any input gives a message or an
+/// error, never a panic, and nothing is allocated beyond `bytes.len()`.
+pub fn decode_frame(bytes: &[u8]) -> Result<Message, FrameError> {
+    let (head, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or(FrameError::Truncated)?;
+    let len = checked_len(*head)?;
+    if rest.len() < len {
+        return Err(FrameError::Truncated);
+    }
+    let (&type_byte, payload) = rest.split_first().ok_or(FrameError::Empty)?;
+    if rest.len() > len {
+        return Err(FrameError::TrailingBytes {
+            message: type_name(type_byte).unwrap_or("frame"),
+            extra: rest.len() - len,
+        });
+    }
+    Message::decode(type_byte, payload)
+}
+
+/// The length field's value, refused when zero or above [`MAX_FRAME`].
+fn checked_len(head: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(head);
+    match usize::try_from(len) {
+        Ok(0) => Err(FrameError::Empty),
+        Ok(n) if n <= MAX_FRAME => Ok(n),
+        _ => Err(FrameError::TooLarge {
+            len: u64::from(len),
+            max: MAX_FRAME,
+        }),
+    }
+}
+
+/// Reads one frame and returns its type byte and payload; `None` when the
+/// peer closed the connection cleanly between frames.
+///
+/// A length above [`MAX_FRAME`] is refused before anything is allocated.
+pub fn read_frame(r: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = checked_len(head)?;
+    let mut body = Vec::new();
+    r.take(u64::try_from(len).unwrap_or(u64::MAX))
+        .read_to_end(&mut body)?;
+    if body.len() != len {
+        return Err(FrameError::Truncated);
+    }
+    let payload = body.split_off(1);
+    Ok(Some((body[0], payload)))
+}
+
+/// Writes one raw frame.
+pub fn write_frame(w: &mut impl Write, type_byte: u8, payload: &[u8]) -> Result<(), FrameError> {
+    let len = payload.len() + 1;
+    let too_large = FrameError::TooLarge {
+        len: u64::try_from(len).unwrap_or(u64::MAX),
+        max: MAX_FRAME,
+    };
+    if len > MAX_FRAME {
+        return Err(too_large);
+    }
+    let len = u32::try_from(len).map_err(|_| too_large)?;
+    let mut frame = Vec::with_capacity(payload.len() + 5);
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.push(type_byte);
+    frame.extend_from_slice(payload);
+    w.write_all(&frame)?;
+    Ok(())
+}
+
+/// Reads and decodes one message; `None` at a clean end of the connection.
+pub fn read_message(r: &mut impl Read) -> Result<Option<Message>, FrameError> {
+    match read_frame(r)? {
+        None => Ok(None),
+        Some((t, payload)) => Message::decode(t, &payload).map(Some),
+    }
+}
+
+/// Encodes and writes one message with a single `write_all`.
+pub fn write_message(w: &mut impl Write, msg: &Message) -> Result<(), FrameError> {
+    w.write_all(&msg.encode()?)?;
+    w.flush()?;
+    Ok(())
+}
+
+fn our_hello() -> Message {
+    Message::Hello {
+        major: VERSION_MAJOR,
+        minor: VERSION_MINOR,
+    }
+}
+
+fn mismatch(major: u16, minor: u16) -> FrameError {
+    FrameError::VersionMismatch {
+        theirs_major: major,
+        theirs_minor: minor,
+        ours_major: VERSION_MAJOR,
+        ours_minor: VERSION_MINOR,
+    }
+}
+
+/// Host side of the handshake: sends `Hello`, checks the guest's answer, and
+/// returns the guest's (major, minor).
+pub fn client_handshake(r: &mut impl Read, w: &mut impl Write) -> Result<(u16, u16), FrameError> {
+    write_message(w, &our_hello())?;
+    match read_message(r)? {
+        Some(Message::Hello { major, minor }) if major == VERSION_MAJOR => Ok((major, minor)),
+        Some(Message::Hello { major, minor }) => Err(mismatch(major, minor)),
+        Some(Message::Error { message }) => Err(FrameError::Refused(message)),
+        Some(other) => Err(FrameError::Unexpected {
+            expected: "Hello",
+            got: other.name(),
+        }),
+        None => Err(FrameError::Closed("the guest's Hello")),
+    }
+}
+
+/// Guest side of the handshake: takes the host's `Hello` and answers it, or
+/// answers `Error` (and fails) when the major versions differ.
+pub fn server_handshake(r: &mut impl Read, w: &mut impl Write) -> Result<(u16, u16), FrameError> {
+    match read_message(r)? {
+        Some(Message::Hello { major, minor }) if major == VERSION_MAJOR => {
+            write_message(w, &our_hello())?;
+            Ok((major, minor))
+        }
+        Some(Message::Hello { major, minor }) => {
+            let err = mismatch(major, minor);
+            let _ = write_message(
+                w,
+                &Message::Error {
+                    message: err.to_string(),
+                },
+            );
+            Err(err)
+        }
+        Some(other) => {
+            let err = FrameError::Unexpected {
+                expected: "Hello",
+                got: other.name(),
+            };
+            let _ = write_message(
+                w,
+                &Message::Error {
+                    message: err.to_string(),
+                },
+            );
+            Err(err)
+        }
+        None => Err(FrameError::Closed("the host's Hello")),
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn bool(&mut self, v: bool) {
+        self.0.push(u8::from(v));
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), FrameError> {
+        let n = u32::try_from(n).map_err(|_| FrameError::TooLarge {
+            len: u64::try_from(n).unwrap_or(u64::MAX),
+            max: MAX_FRAME,
+        })?;
+        self.u32(n);
+        Ok(())
+    }
+
+    fn str(&mut self, s: &str) -> Result<(), FrameError> {
+        self.count(s.len())?;
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+
+    fn exec(&mut self, req: &ExecRequest) -> Result<(), FrameError> {
+        self.count(req.argv.len())?;
+        for a in &req.argv {
+            self.str(a)?;
+        }
+        self.count(req.env.len())?;
+        for (k, v) in &req.env {
+            self.str(k)?;
+            self.str(v)?;
+        }
+        self.str(&req.cwd)?;
+        match &req.user {
+            None => self.bool(false),
+            Some(u) => {
+                self.bool(true);
+                self.str(u)?;
+            }
+        }
+        self.bool(req.tty);
+        self.u16(req.rows);
+        self.u16(req.cols);
+        self.bool(req.stdin);
+        Ok(())
+    }
+}
+
+struct Reader<'a> {
+    message: &'static str,
+    rest: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], FrameError> {
+        let (head, rest) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or(FrameError::ShortPayload {
+                message: self.message,
+                field,
+            })?;
+        self.rest = rest;
+        Ok(*head)
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, FrameError> {
+        self.take(field).map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, FrameError> {
+        self.take(field).map(u32::from_le_bytes)
+    }
+
+    fn i32(&mut self, field: &'static str) -> Result<i32, FrameError> {
+        self.take(field).map(i32::from_le_bytes)
+    }
+
+    fn bool(&mut self, field: &'static str) -> Result<bool, FrameError> {
+        match self.take::<1>(field)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            value => Err(FrameError::BadFlag {
+                message: self.message,
+                field,
+                value,
+            }),
+        }
+    }
+
+    /// A list's item count, refused when the remaining bytes could not hold
+    /// that many items of at least `min_item` bytes (so no decoder loop runs
+    /// longer than the input).
+    fn count(&mut self, field: &'static str, min_item: usize) -> Result<usize, FrameError> {
+        let n = usize::try_from(self.u32(field)?).unwrap_or(usize::MAX);
+        if n > self.rest.len() / min_item {
+            return Err(FrameError::ShortPayload {
+                message: self.message,
+                field,
+            });
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self, field: &'static str) -> Result<String, FrameError> {
+        let len = self.count(field, 1)?;
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        String::from_utf8(bytes.to_vec()).map_err(|_| FrameError::BadUtf8 {
+            message: self.message,
+            field,
+        })
+    }
+
+    fn rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.rest).to_vec()
+    }
+
+    fn exec(&mut self) -> Result<ExecRequest, FrameError> {
+        let argc = self.count("argv", 4)?;
+        let mut argv = Vec::new();
+        for _ in 0..argc {
+            argv.push(self.str("argv")?);
+        }
+        let envc = self.count("env", 8)?;
+        let mut env = Vec::new();
+        for _ in 0..envc {
+            env.push((self.str("env")?, self.str("env")?));
+        }
+        Ok(ExecRequest {
+            argv,
+            env,
+            cwd: self.str("cwd")?,
+            user: if self.bool("user")? {
+                Some(self.str("user")?)
+            } else {
+                None
+            },
+            tty: self.bool("tty")?,
+            rows: self.u16("rows")?,
+            cols: self.u16("cols")?,
+            stdin: self.bool("stdin")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_exec() -> ExecRequest {
+        ExecRequest {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo héllo".into(),
+                String::new(),
+            ],
+            env: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("EMPTY".into(), String::new()),
+            ],
+            cwd: "/srv/app".into(),
+            user: Some("1000:1000".into()),
+            tty: true,
+            rows: 24,
+            cols: 80,
+            stdin: true,
+        }
+    }
+
+    fn every_message() -> Vec<Message> {
+        vec![
+            Message::Hello { major: 1, minor: 7 },
+            Message::Error {
+                message: "exec: \"nosuch\": executable file not found in $PATH".into(),
+            },
+            Message::Ok,
+            Message::Exec(sample_exec()),
+            Message::Exec(ExecRequest::default()),
+            Message::Started { pid: 4242 },
+            Message::Stdin(b"input\n".to_vec()),
+            Message::Stdin(Vec::new()),
+            Message::StdinClose,
+            Message::Stdout(vec![0, 255, 10, 13]),
+            Message::Stderr(b"oops".to_vec()),
+            Message::Resize {
+                rows: 50,
+                cols: 132,
+            },
+            Message::Signal(15),
+            Message::Exit { code: 143 },
+            Message::Exit { code: -1 },
+            Message::RunMain {
+                hostname: "web-1".into(),
+                exec: sample_exec(),
+            },
+            Message::Status,
+            Message::StatusReply(MainStatus {
+                main_pid: 7,
+                running: false,
+                exit_code: Some(3),
+            }),
+            Message::StatusReply(MainStatus::default()),
+            Message::SignalMain(9),
+            Message::Shutdown,
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_bytes() {
+        for msg in every_message() {
+            let bytes = msg.encode().unwrap();
+            assert_eq!(decode_frame(&bytes).unwrap(), msg, "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips_through_a_stream() {
+        let mut wire = Vec::new();
+        for msg in every_message() {
+            write_message(&mut wire, &msg).unwrap();
+        }
+        let mut r = wire.as_slice();
+        for msg in every_message() {
+            assert_eq!(read_message(&mut r).unwrap(), Some(msg));
+        }
+        assert_eq!(read_message(&mut r).unwrap(), None, "clean end");
+    }
+
+    #[test]
+    fn the_layout_is_length_type_payload_little_endian() {
+        let bytes = Message::Resize { rows: 1, cols: 258 }.encode().unwrap();
+        assert_eq!(bytes, [5, 0, 0, 0, 0x16, 1, 0, 2, 1]);
+        let bytes = Message::Error {
+            message: "no".into(),
+        }
+        .encode()
+        .unwrap();
+        assert_eq!(bytes, [7, 0, 0, 0, 0x02, 2, 0, 0, 0, b'n', b'o']);
+        let bytes = Message::Stdout(b"hi".to_vec()).encode().unwrap();
+        assert_eq!(bytes, [3, 0, 0, 0, 0x14, b'h', b'i']);
+    }
+
+    #[test]
+    fn every_truncation_of_every_message_is_an_error() {
+        for msg in every_message() {
+            let bytes = msg.encode().unwrap();
+            for cut in 0..bytes.len() {
+                assert!(decode_frame(&bytes[..cut]).is_err(), "{msg:?} cut at {cut}");
+                let mut r = &bytes[..cut];
+                let got = read_message(&mut r);
+                if cut == 0 {
+                    assert!(matches!(got, Ok(None)));
+                } else {
+                    assert!(
+                        matches!(got, Err(FrameError::Truncated)),
+                        "{msg:?} cut at {cut}: {got:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_payload_cut_short_inside_the_frame_names_the_field() {
+        // A frame that is whole but whose payload ends inside `cols`.
+        let mut bytes = Message::Resize { rows: 1, cols: 2 }.encode().unwrap();
+        bytes.truncate(8);
+        bytes[0] = 4;
+        let err = decode_frame(&bytes).unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::ShortPayload {
+                message: "Resize",
+                field: "cols"
+            }
+        ));
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_reading_or_allocating() {
+        struct Endless;
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                buf.fill(0xff);
+                Ok(buf.len())
+            }
+        }
+        let err = read_frame(&mut Endless).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { len, .. } if len == u64::from(u32::MAX)));
+
+        let mut head = u32::try_from(MAX_FRAME + 1).unwrap().to_le_bytes().to_vec();
+        head.push(tag::STDOUT);
+        assert!(matches!(
+            decode_frame(&head),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn the_largest_frame_is_accepted_and_one_more_byte_is_not() {
+        let fits = Message::Stdout(vec![7; MAX_FRAME - 1]);
+        let bytes = fits.encode().unwrap();
+        assert_eq!(read_message(&mut bytes.as_slice()).unwrap(), Some(fits));
+        assert!(matches!(
+            Message::Stdout(vec![7; MAX_FRAME]).encode(),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(write_frame(&mut Vec::new(), tag::STDOUT, &vec![0; MAX_FRAME]).is_err());
+    }
+
+    #[test]
+    fn a_zero_length_frame_is_an_error() {
+        assert!(matches!(
+            read_frame(&mut [0u8, 0, 0, 0].as_slice()),
+            Err(FrameError::Empty)
+        ));
+        assert!(matches!(
+            decode_frame(&[0, 0, 0, 0]),
+            Err(FrameError::Empty)
+        ));
+    }
+
+    #[test]
+    fn unknown_types_are_errors() {
+        for t in [0x00, 0x04, 0x19, 0x25, 0xff] {
+            let mut w = Vec::new();
+            write_frame(&mut w, t, &[]).unwrap();
+            assert!(matches!(
+                read_message(&mut w.as_slice()),
+                Err(FrameError::UnknownType(x)) if x == t
+            ));
+        }
+    }
+
+    #[test]
+    fn bad_utf8_is_an_error() {
+        let mut payload = 2u32.to_le_bytes().to_vec();
+        payload.extend([0xc3, 0x28]);
+        assert!(matches!(
+            Message::decode(tag::ERROR, &payload),
+            Err(FrameError::BadUtf8 {
+                message: "Error",
+                field: "message"
+            })
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_errors() {
+        assert!(matches!(
+            Message::decode(tag::EXIT, &[0, 0, 0, 0, 9]),
+            Err(FrameError::TrailingBytes {
+                message: "Exit",
+                extra: 1
+            })
+        ));
+        assert!(matches!(
+            Message::decode(tag::SHUTDOWN, &[1]),
+            Err(FrameError::TrailingBytes { .. })
+        ));
+        let mut frame = Message::Ok.encode().unwrap();
+        frame.push(0);
+        assert!(matches!(
+            decode_frame(&frame),
+            Err(FrameError::TrailingBytes { .. })
+        ));
+    }
+
+    #[test]
+    fn flags_other_than_0_or_1_are_errors() {
+        let mut bytes = Message::StatusReply(MainStatus::default())
+            .encode()
+            .unwrap();
+        bytes[9] = 2;
+        assert!(matches!(
+            decode_frame(&bytes),
+            Err(FrameError::BadFlag {
+                field: "running",
+                value: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_huge_list_count_fails_fast() {
+        let payload = u32::MAX.to_le_bytes();
+        assert!(matches!(
+            Message::decode(tag::EXEC, &payload),
+            Err(FrameError::ShortPayload { field: "argv", .. })
+        ));
+    }
+
+    #[test]
+    fn random_and_mutated_input_never_panics() {
+        // A deterministic xorshift instead of a fuzzing dependency; the cargo
+        // fuzz target calls `decode_frame` the same way.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds: Vec<Vec<u8>> = every_message()
+            .iter()
+            .map(|m| m.encode().unwrap())
+            .collect();
+        for i in 0..20_000 {
+            let mut bytes = seeds[i % seeds.len()].clone();
+            for _ in 0..(next() % 4 + 1) {
+                let pos = usize::try_from(next() % u64::try_from(bytes.len()).unwrap()).unwrap();
+                bytes[pos] = next().to_le_bytes()[0];
+            }
+            if next() % 3 == 0 {
+                bytes.truncate(usize::try_from(next() % 64).unwrap());
+            }
+            let _ = decode_frame(&bytes);
+            let _ = read_message(&mut bytes.as_slice());
+        }
+    }
+
+    #[test]
+    fn handshake_agrees_on_the_same_major() {
+        let mut to_guest = Vec::new();
+        write_message(&mut to_guest, &our_hello()).unwrap();
+        let mut to_host = Vec::new();
+        let got = server_handshake(&mut to_guest.as_slice(), &mut to_host).unwrap();
+        assert_eq!(got, (VERSION_MAJOR, VERSION_MINOR));
+        let mut sent = Vec::new();
+        let got = client_handshake(&mut to_host.as_slice(), &mut sent).unwrap();
+        assert_eq!(got, (VERSION_MAJOR, VERSION_MINOR));
+        assert_eq!(sent, to_guest);
+    }
+
+    #[test]
+    fn the_guest_refuses_another_major_with_an_error_frame() {
+        let mut to_guest = Vec::new();
+        let theirs = Message::Hello {
+            major: VERSION_MAJOR + 1,
+            minor: 0,
+        };
+        write_message(&mut to_guest, &theirs).unwrap();
+        let mut to_host = Vec::new();
+        let err = server_handshake(&mut to_guest.as_slice(), &mut to_host).unwrap_err();
+        assert!(matches!(err, FrameError::VersionMismatch { .. }));
+        let Some(Message::Error { message }) = read_message(&mut to_host.as_slice()).unwrap()
+        else {
+            panic!("no Error frame");
+        };
+        assert!(message.contains("same a3s-box version"), "{message}");
+
+        // The host side turns that Error into a refusal.
+        let err = client_handshake(&mut to_host.as_slice(), &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, FrameError::Refused(_)));
+    }
+
+    #[test]
+    fn the_host_refuses_a_guest_of_another_major() {
+        let mut to_host = Vec::new();
+        write_message(
+            &mut to_host,
+            &Message::Hello {
+                major: VERSION_MAJOR + 1,
+                minor: 3,
+            },
+        )
+        .unwrap();
+        let err = client_handshake(&mut to_host.as_slice(), &mut Vec::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::VersionMismatch {
+                theirs_minor: 3,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_handshake_that_does_not_start_with_hello_fails() {
+        let mut to_guest = Vec::new();
+        write_message(&mut to_guest, &Message::Status).unwrap();
+        let err = server_handshake(&mut to_guest.as_slice(), &mut Vec::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::Unexpected {
+                expected: "Hello",
+                got: "Status"
+            }
+        ));
+        assert!(matches!(
+            server_handshake(&mut [].as_slice(), &mut Vec::new()),
+            Err(FrameError::Closed(_))
+        ));
+    }
+}

@@ -1,7 +1,11 @@
 //! Front door of the binary: picks the personality from `argv[0]` (or a hidden first
 //! argument) and maps errors to Docker's exit codes.
 
+mod attach;
+mod exec;
 mod install;
+mod run;
+mod session;
 mod shim;
 
 use std::ffi::OsString;
@@ -75,6 +79,11 @@ struct Cli {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
+    Run(run::RunArgs),
+    Exec(exec::ExecArgs),
+    Attach(attach::AttachArgs),
+    Stop(attach::StopArgs),
+    Kill(attach::KillArgs),
     Install(install::InstallArgs),
     Initramfs(install::InitramfsArgs),
     Version(VersionArgs),
@@ -106,15 +115,20 @@ fn cli_main(args: &[&str]) -> i32 {
         Err(code) => return code,
     };
     let result = match cli.command {
-        Command::Install(a) => install::install(a),
-        Command::Initramfs(a) => install::initramfs(a),
+        Command::Run(a) => run::run(a),
+        Command::Exec(a) => exec::exec(a),
+        Command::Attach(a) => attach::attach(a),
+        Command::Stop(a) => attach::stop(a),
+        Command::Kill(a) => attach::kill(a),
+        Command::Install(a) => install::install(a).map(|()| 0),
+        Command::Initramfs(a) => install::initramfs(a).map(|()| 0),
         Command::Version(_) => {
             println!("a3s-box {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            Ok(0)
         }
     };
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("a3s-box: {e:#}");
             EXIT_FAILURE

@@ -9,12 +9,7 @@ use argh::FromArgs;
 
 use super::EXIT_FAILURE;
 use crate::vmm::memory::parse_size;
-use crate::vmm::vm::{self, VmConfig, VmExit};
-
-/// Kernel arguments every box gets: console on COM1, `reboot=k` so a reboot reaches
-/// the VMM as an i8042 reset, an immediate reboot on panic, and quiet boots (every
-/// console byte is a VM exit).
-pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet 8250.nr_uarts=1";
+use crate::vmm::vm::{self, VmConfig, VmExit, BASE_CMDLINE};
 
 /// Boot a MicroVM and run CMD in it as the guest's workload.
 #[derive(FromArgs)]
@@ -38,6 +33,12 @@ struct ShimArgs {
     /// extra kernel command-line arguments
     #[argh(option)]
     cmdline: Option<String>,
+    /// run the box recorded under this ID (the mode `a3s-box run` starts)
+    #[argh(option, long = "box")]
+    box_id: Option<String>,
+    /// with --box: start the main process only once a client attached
+    #[argh(switch)]
+    wait_attach: bool,
     /// the workload and its arguments
     #[argh(positional, greedy)]
     command: Vec<String>,
@@ -95,6 +96,15 @@ pub fn main(name: &str, args: &[&str]) -> i32 {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if let Some(id) = &a.box_id {
+        return match crate::runtime::Store::open(&crate::paths::state_dir()) {
+            Ok(store) => crate::runtime::shim::serve(&store, id, a.wait_attach),
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                EXIT_FAILURE
+            }
+        };
+    }
     let outcome = build_config(a).and_then(|cfg| vm::run(cfg).map_err(anyhow::Error::from));
     match outcome {
         Ok(VmExit::Status(code)) => i32::from(code),

@@ -19,6 +19,11 @@ use super::hypervisor::{
 use super::memory::{self, GuestMemory, MemoryError};
 use crate::proto::{decode_exit_status, EXIT_STATUS_PORT};
 
+/// Kernel arguments every box gets: console on COM1, `reboot=k` so a reboot reaches
+/// the VMM as an i8042 reset, an immediate reboot on panic, and quiet boots (every
+/// console byte is a VM exit).
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet 8250.nr_uarts=1";
+
 /// Where virtio-mmio windows start (inside the MMIO gap) and the first IRQ they use.
 const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 const VIRTIO_FIRST_IRQ: u32 = 5;

@@ -1,0 +1,535 @@
+//! The shim's box mode: one process per running box. It boots the VM, starts the
+//! main process over the guest's control port, writes its output to the box log
+//! and to attached clients, answers `stop`/`kill`/`attach` on `shim.sock`, and
+//! records how the box ended.
+//!
+//! `shim.sock` protocol (host only): the client sends one line,
+//! `ATTACH` / `ATTACH-STDIN` (then proto frames: the shim sends `Stdout`, `Stderr`
+//! and a final `Exit`; with stdin the client may send `Stdin`, `StdinClose`,
+//! `Resize`), `STOP <seconds>` or `KILL <signal>` (the shim answers `OK` or
+//! `ERR <message>`; `STOP` answers once the box has ended).
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::record::now;
+use super::{BoxConfig, BoxState, Status, Store};
+use crate::proto::{
+    self, client_handshake, read_message, write_message, ExecRequest, Message, PORT_CONTROL,
+};
+use crate::vmm::devices::virtio::fs::{CachePolicy, Fs, FsOptions};
+use crate::vmm::devices::virtio::vsock::Vsock;
+use crate::vmm::devices::virtio::VirtioDevice;
+use crate::vmm::vm::{self, VmConfig, VmExit};
+
+pub const SHIM_SOCKET: &str = "shim.sock";
+pub const VSOCK_SOCKET: &str = "vsock.sock";
+pub const CONSOLE_LOG: &str = "console.log";
+pub const BOX_LOG: &str = "log.json";
+const ROOT_TAG: &str = "rootfs";
+const GUEST_CID: u64 = 3;
+/// How long the guest may take to boot and listen on its control port.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Exit code recorded when the box had to be killed (SIGKILL, as Docker reports).
+const KILLED: i32 = 137;
+
+/// Connects to guest `port` through the VMM's hybrid vsock socket.
+pub fn connect_guest(box_dir: &Path, port: u32) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(box_dir.join(VSOCK_SOCKET))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    // Byte by byte: what follows the line belongs to the guest's stream.
+    while line.len() < 64 {
+        match s.read(&mut b)? {
+            0 => break,
+            _ if b[0] == b'\n' => break,
+            _ => line.push(b[0]),
+        }
+    }
+    if line.starts_with(b"OK ") {
+        Ok(s)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("guest port {port} is not listening"),
+        ))
+    }
+}
+
+/// Connects to guest `port`, retrying while the guest boots, until `deadline`.
+fn connect_guest_retrying(
+    box_dir: &Path,
+    port: u32,
+    deadline: Instant,
+    vm_ended: &dyn Fn() -> bool,
+) -> std::io::Result<UnixStream> {
+    loop {
+        match connect_guest(box_dir, port) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline || vm_ended() => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Shared between the shim's threads.
+struct Shared {
+    box_dir: PathBuf,
+    /// Writer half of the main process's session, for stdin from attached clients.
+    main_in: Mutex<Option<UnixStream>>,
+    /// Clients receiving the main process's output.
+    clients: Mutex<Vec<UnixStream>>,
+    /// Set once the first client attached (foreground runs start after that).
+    attached: (Mutex<bool>, Condvar),
+    /// The main process's exit code, once known, and whether the VM ended.
+    end: (Mutex<(Option<i32>, bool)>, Condvar),
+    log: Mutex<std::fs::File>,
+}
+
+impl Shared {
+    fn output(&self, stream: &str, data: &[u8]) {
+        let line = serde_json::json!({
+            "log": String::from_utf8_lossy(data),
+            "stream": stream,
+            "time": rfc3339_now(),
+        });
+        if let Ok(mut log) = self.log.lock() {
+            let _ = writeln!(log, "{line}");
+        }
+        let msg = if stream == "stdout" {
+            Message::Stdout(data.to_vec())
+        } else {
+            Message::Stderr(data.to_vec())
+        };
+        let mut clients = self.clients.lock().unwrap();
+        clients.retain_mut(|c| write_message(c, &msg).is_ok());
+    }
+
+    fn finish(&self, code: i32) {
+        {
+            let mut clients = self.clients.lock().unwrap();
+            for c in clients.iter_mut() {
+                let _ = write_message(c, &Message::Exit { code });
+            }
+            clients.clear();
+        }
+        let (m, cv) = &self.end;
+        let mut end = m.lock().unwrap();
+        end.0.get_or_insert(code);
+        end.1 = true;
+        cv.notify_all();
+    }
+
+    fn ended(&self) -> bool {
+        self.end.0.lock().unwrap().1
+    }
+
+    /// Sends a control request on a fresh control connection.
+    fn control(&self, msg: &Message) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut s = connect_guest_retrying(&self.box_dir, PORT_CONTROL, deadline, &|| false)
+            .map_err(|e| e.to_string())?;
+        let mut r = s.try_clone().map_err(|e| e.to_string())?;
+        client_handshake(&mut r, &mut s).map_err(|e| e.to_string())?;
+        write_message(&mut s, msg).map_err(|e| e.to_string())?;
+        match read_message(&mut r) {
+            Ok(Some(Message::Ok)) => Ok(()),
+            Ok(Some(Message::Error { message })) => Err(message),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn wait_end(&self, timeout: Duration) -> bool {
+        let (m, cv) = &self.end;
+        let end = m.lock().unwrap();
+        let (end, _) = cv.wait_timeout_while(end, timeout, |e| !e.1).unwrap();
+        end.1
+    }
+}
+
+/// Formats the current time as RFC 3339 UTC with nanoseconds (Docker's log format).
+fn rfc3339_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Reads the request line byte by byte: what follows it are the client's frames.
+fn read_request_line(s: &mut UnixStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 256 {
+        match s.read(&mut b) {
+            Ok(1) if b[0] == b'\n' => return String::from_utf8(line).ok(),
+            Ok(1) => line.push(b[0]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn handle_client(shared: Arc<Shared>, mut stream: UnixStream) {
+    let Some(line) = read_request_line(&mut stream) else {
+        return;
+    };
+    let Ok(mut input) = stream.try_clone() else {
+        return;
+    };
+    let mut out = stream;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["ATTACH"] | ["ATTACH-STDIN"] => {
+            let with_stdin = words[0] == "ATTACH-STDIN";
+            if shared.ended() {
+                let code = shared.end.0.lock().unwrap().0.unwrap_or(0);
+                let _ = write_message(&mut out, &Message::Exit { code });
+                return;
+            }
+            shared.clients.lock().unwrap().push(out);
+            {
+                let (m, cv) = &shared.attached;
+                *m.lock().unwrap() = true;
+                cv.notify_all();
+            }
+            if with_stdin {
+                // Forward the client's input frames to the main process, once it runs.
+                while let Ok(Some(msg)) = read_message(&mut input) {
+                    let forward = matches!(
+                        msg,
+                        Message::Stdin(_) | Message::StdinClose | Message::Resize { .. }
+                    );
+                    if !forward {
+                        continue;
+                    }
+                    loop {
+                        let mut guard = shared.main_in.lock().unwrap();
+                        if let Some(w) = guard.as_mut() {
+                            let _ = write_message(w, &msg);
+                            break;
+                        }
+                        drop(guard);
+                        if shared.ended() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        ["STOP", secs] => {
+            let grace = Duration::from_secs(secs.parse().unwrap_or(10));
+            let reply = stop(&shared, grace);
+            let _ = writeln!(out, "{reply}");
+        }
+        ["KILL", sig] => {
+            let reply = match sig.parse::<i32>() {
+                Ok(9) => {
+                    let _ = shared.control(&Message::Shutdown);
+                    if shared.wait_end(Duration::from_secs(5)) {
+                        "OK".to_string()
+                    } else {
+                        end_now(&shared, KILLED)
+                    }
+                }
+                Ok(n) => match shared.control(&Message::SignalMain(n)) {
+                    Ok(()) => "OK".to_string(),
+                    Err(e) => format!("ERR {e}"),
+                },
+                Err(_) => format!("ERR invalid signal {sig}"),
+            };
+            let _ = writeln!(out, "{reply}");
+        }
+        _ => {
+            let _ = writeln!(out, "ERR unknown request");
+        }
+    }
+}
+
+/// SIGTERM to the main process; after `grace`, power the VM off; if even that does
+/// not end it, end the VM by ending this process.
+fn stop(shared: &Shared, grace: Duration) -> String {
+    if shared.ended() {
+        return "OK".into();
+    }
+    let _ = shared.control(&Message::SignalMain(libc::SIGTERM));
+    if shared.wait_end(grace) {
+        return "OK".into();
+    }
+    let _ = shared.control(&Message::Shutdown);
+    if shared.wait_end(Duration::from_secs(5)) {
+        return "OK".into();
+    }
+    end_now(shared, KILLED)
+}
+
+/// Records the box as ended with `code` and exits, which ends the VM with it.
+fn end_now(shared: &Shared, code: i32) -> String {
+    shared.finish(code);
+    std::thread::sleep(Duration::from_millis(200));
+    "OK".into()
+}
+
+fn exec_request(cfg: &BoxConfig) -> ExecRequest {
+    ExecRequest {
+        argv: cfg.argv.clone(),
+        env: cfg.env.clone(),
+        cwd: cfg.workdir.clone(),
+        user: cfg.user.clone(),
+        tty: cfg.tty,
+        rows: 0,
+        cols: 0,
+        stdin: cfg.stdin,
+    }
+}
+
+/// Runs box `id` until it ends; returns the shim's exit code (0: the box ran and its
+/// end is recorded; 125: it could not be started).
+pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
+    let dir = store.box_dir(id);
+    let fail = |msg: String| {
+        eprintln!("a3s-box-shim: {msg}");
+        let mut st = store.state(id).unwrap_or_else(|_| BoxState::created());
+        st.status = Status::Exited;
+        st.finished = Some(now());
+        st.exit_code = Some(125);
+        st.error = Some(msg);
+        st.pid = None;
+        let _ = store.write_state(id, &st);
+        125
+    };
+    let cfg = match store.config(id) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let vsock = match Vsock::new(GUEST_CID, dir.join(VSOCK_SOCKET)) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("cannot create the vsock device: {e}")),
+    };
+    let fs_opts = FsOptions {
+        read_only: false,
+        cache: CachePolicy::Always,
+    };
+    let fs = match Fs::new(ROOT_TAG, Path::new(&cfg.rootfs), fs_opts) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot share the root {}: {e}", cfg.rootfs)),
+    };
+    let initrd = match std::fs::read("/proc/self/exe") {
+        Ok(exe) => match crate::initramfs::guest_initramfs(&exe, &[]) {
+            Ok(i) => i,
+            Err(e) => return fail(format!("cannot build the initramfs: {e}")),
+        },
+        Err(e) => return fail(format!("cannot read this binary: {e}")),
+    };
+    let console = match std::fs::File::create(dir.join(CONSOLE_LOG)) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot create the console log: {e}")),
+    };
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(BOX_LOG))
+    {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot create the box log: {e}")),
+    };
+    let root = proto::root_param(ROOT_TAG).expect("the root tag is valid");
+    let devices: Vec<Box<dyn VirtioDevice>> = vec![Box::new(vsock), Box::new(fs)];
+    let running = match vm::start(VmConfig {
+        kernel: PathBuf::from(&cfg.kernel),
+        initrd: Some(initrd),
+        cmdline: format!("{} {root}", vm::BASE_CMDLINE),
+        init_args: None,
+        cpus: cfg.cpus,
+        memory: cfg.memory,
+        console: Box::new(console),
+        devices,
+    }) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+
+    let shared = Arc::new(Shared {
+        box_dir: dir.clone(),
+        main_in: Mutex::new(None),
+        clients: Mutex::new(Vec::new()),
+        attached: (Mutex::new(false), Condvar::new()),
+        end: (Mutex::new((None, false)), Condvar::new()),
+        log: Mutex::new(log),
+    });
+
+    // The box is "created" with a live shim until its main process has started.
+    let mut st = BoxState::created();
+    st.pid = Some(std::process::id());
+    let _ = store.write_state(id, &st);
+
+    let (vm_tx, vm_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = vm_tx.send(running.wait());
+    });
+
+    let listener = match UnixListener::bind(dir.join(SHIM_SOCKET)) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on {SHIM_SOCKET}: {e}")),
+    };
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let shared = shared.clone();
+                std::thread::spawn(move || handle_client(shared, conn));
+            }
+        });
+    }
+
+    // Start the main process once the guest listens (and, for a foreground run,
+    // once its client is attached so no output is missed).
+    {
+        let shared = shared.clone();
+        let req = exec_request(&cfg);
+        let hostname = cfg.hostname.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + BOOT_TIMEOUT;
+            let ended = || shared.ended();
+            let conn = match connect_guest_retrying(&shared.box_dir, PORT_CONTROL, deadline, &ended)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    shared.output(
+                        "stderr",
+                        format!("a3s-box: the guest did not start: {e}\n").as_bytes(),
+                    );
+                    return;
+                }
+            };
+            if wait_for_attach {
+                let (m, cv) = &shared.attached;
+                let g = m.lock().unwrap();
+                let _g = cv.wait_timeout_while(g, BOOT_TIMEOUT, |a| !*a).unwrap();
+            }
+            let (mut r, mut w) = match conn.try_clone() {
+                Ok(r) => (r, conn),
+                Err(_) => return,
+            };
+            if client_handshake(&mut r, &mut w).is_err()
+                || write_message(
+                    &mut w,
+                    &Message::RunMain {
+                        hostname,
+                        exec: req,
+                    },
+                )
+                .is_err()
+            {
+                return;
+            }
+            *shared.main_in.lock().unwrap() = Some(w);
+            loop {
+                match read_message(&mut r) {
+                    Ok(Some(Message::Started { .. })) => {
+                        let mut st = BoxState::created();
+                        st.status = Status::Running;
+                        st.pid = Some(std::process::id());
+                        st.started = Some(now());
+                        let _ = super::store::write_json_atomic(
+                            &shared.box_dir.join(super::store::STATE_FILE),
+                            &st,
+                        );
+                    }
+                    Ok(Some(Message::Stdout(d))) => shared.output("stdout", &d),
+                    Ok(Some(Message::Stderr(d))) => shared.output("stderr", &d),
+                    Ok(Some(Message::Error { message })) => {
+                        shared.output("stderr", format!("a3s-box: {message}\n").as_bytes())
+                    }
+                    Ok(Some(Message::Exit { code })) => {
+                        let (m, _) = &shared.end;
+                        m.lock().unwrap().0.get_or_insert(code);
+                        break;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        });
+    }
+
+    // The box ends when the VM does, or when a stop/kill recorded an end.
+    let code = loop {
+        match vm_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Ok(VmExit::Status(code))) => {
+                break shared.end.0.lock().unwrap().0.unwrap_or(i32::from(code))
+            }
+            Ok(Ok(VmExit::Reset)) => {
+                break shared.end.0.lock().unwrap().0.unwrap_or(KILLED);
+            }
+            Ok(Err(e)) => {
+                shared.output(
+                    "stderr",
+                    format!("a3s-box: the VM failed: {e}\n").as_bytes(),
+                );
+                break 125;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if shared.ended() => {
+                break shared.end.0.lock().unwrap().0.unwrap_or(KILLED);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break 125,
+        }
+    };
+    let mut st = store.state(id).unwrap_or(st);
+    if st.status == Status::Created {
+        st.error
+            .get_or_insert_with(|| "the main process did not start".into());
+    }
+    st.status = Status::Exited;
+    st.pid = None;
+    st.finished = Some(now());
+    st.exit_code = Some(code);
+    let _ = store.write_state(id, &st);
+    shared.finish(code);
+    let _ = std::fs::remove_file(dir.join(SHIM_SOCKET));
+    let _ = std::fs::remove_file(dir.join(VSOCK_SOCKET));
+    if cfg.auto_remove {
+        let _ = store.remove(id);
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_timestamps_are_rfc3339_utc() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), 30, "{t}");
+        assert!(t.ends_with('Z'));
+        assert_eq!(&t[4..5], "-");
+        assert_eq!(&t[10..11], "T");
+        let year: u32 = t[..4].parse().unwrap();
+        assert!(year >= 2024);
+    }
+}

@@ -51,7 +51,7 @@ fn connect(store: &Store, id: &str) -> anyhow::Result<UnixStream> {
     if state.status == Status::Exited {
         bail!("box {} is not running", &id[..12]);
     }
-    UnixStream::connect(store.box_dir(id).join(SHIM_SOCKET))
+    UnixStream::connect(store.socket_dir(id).join(SHIM_SOCKET))
         .with_context(|| format!("box {} is not running (its VMM does not answer)", &id[..12]))
 }
 

@@ -69,7 +69,7 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
         stdin: a.interactive,
     };
     let port = if a.tty { PORT_PTY } else { PORT_EXEC };
-    let mut conn = connect_guest(&store.box_dir(&id), port)
+    let mut conn = connect_guest(&store.socket_dir(&id), port)
         .with_context(|| format!("cannot reach box {name}"))?;
     let mut r = conn.try_clone()?;
     client_handshake(&mut r, &mut conn)?;

@@ -119,7 +119,7 @@ pub fn spawn_shim(store: &Store, id: &str, wait_for_attach: bool) -> anyhow::Res
     // for it); a detached one returns once the main process has started (or ended).
     let deadline = Instant::now() + Duration::from_secs(120);
     let ready = || {
-        dir.join(SHIM_SOCKET).exists()
+        store.socket_dir(id).join(SHIM_SOCKET).exists()
             && (wait_for_attach || store.state(id).is_ok_and(|s| s.status != Status::Created))
     };
     loop {

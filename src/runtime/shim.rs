@@ -37,8 +37,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const KILLED: i32 = 137;
 
 /// Connects to guest `port` through the VMM's hybrid vsock socket.
-pub fn connect_guest(box_dir: &Path, port: u32) -> std::io::Result<UnixStream> {
-    let mut s = UnixStream::connect(box_dir.join(VSOCK_SOCKET))?;
+pub fn connect_guest(socket_dir: &Path, port: u32) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(socket_dir.join(VSOCK_SOCKET))?;
     s.write_all(format!("CONNECT {port}\n").as_bytes())?;
     let mut line = Vec::new();
     let mut b = [0u8; 1];
@@ -62,13 +62,13 @@ pub fn connect_guest(box_dir: &Path, port: u32) -> std::io::Result<UnixStream> {
 
 /// Connects to guest `port`, retrying while the guest boots, until `deadline`.
 fn connect_guest_retrying(
-    box_dir: &Path,
+    socket_dir: &Path,
     port: u32,
     deadline: Instant,
     vm_ended: &dyn Fn() -> bool,
 ) -> std::io::Result<UnixStream> {
     loop {
-        match connect_guest(box_dir, port) {
+        match connect_guest(socket_dir, port) {
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() >= deadline || vm_ended() => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -79,6 +79,7 @@ fn connect_guest_retrying(
 /// Shared between the shim's threads.
 struct Shared {
     box_dir: PathBuf,
+    socket_dir: PathBuf,
     /// Writer half of the main process's session, for stdin from attached clients.
     main_in: Mutex<Option<UnixStream>>,
     /// Clients receiving the main process's output.
@@ -131,7 +132,7 @@ impl Shared {
     /// Sends a control request on a fresh control connection.
     fn control(&self, msg: &Message) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut s = connect_guest_retrying(&self.box_dir, PORT_CONTROL, deadline, &|| false)
+        let mut s = connect_guest_retrying(&self.socket_dir, PORT_CONTROL, deadline, &|| false)
             .map_err(|e| e.to_string())?;
         let mut r = s.try_clone().map_err(|e| e.to_string())?;
         client_handshake(&mut r, &mut s).map_err(|e| e.to_string())?;
@@ -325,7 +326,11 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
-    let vsock = match Vsock::new(GUEST_CID, dir.join(VSOCK_SOCKET)) {
+    let sockets = store.socket_dir(id);
+    if let Err(e) = std::fs::create_dir_all(&sockets) {
+        return fail(format!("cannot create {}: {e}", sockets.display()));
+    }
+    let vsock = match Vsock::new(GUEST_CID, sockets.join(VSOCK_SOCKET)) {
         Ok(v) => v,
         Err(e) => return fail(format!("cannot create the vsock device: {e}")),
     };
@@ -374,6 +379,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
 
     let shared = Arc::new(Shared {
         box_dir: dir.clone(),
+        socket_dir: sockets.clone(),
         main_in: Mutex::new(None),
         clients: Mutex::new(Vec::new()),
         attached: (Mutex::new(false), Condvar::new()),
@@ -391,7 +397,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         let _ = vm_tx.send(running.wait());
     });
 
-    let listener = match UnixListener::bind(dir.join(SHIM_SOCKET)) {
+    let listener = match UnixListener::bind(sockets.join(SHIM_SOCKET)) {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {SHIM_SOCKET}: {e}")),
     };
@@ -414,17 +420,17 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         std::thread::spawn(move || {
             let deadline = Instant::now() + BOOT_TIMEOUT;
             let ended = || shared.ended();
-            let conn = match connect_guest_retrying(&shared.box_dir, PORT_CONTROL, deadline, &ended)
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    shared.output(
-                        "stderr",
-                        format!("a3s-box: the guest did not start: {e}\n").as_bytes(),
-                    );
-                    return;
-                }
-            };
+            let conn =
+                match connect_guest_retrying(&shared.socket_dir, PORT_CONTROL, deadline, &ended) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        shared.output(
+                            "stderr",
+                            format!("a3s-box: the guest did not start: {e}\n").as_bytes(),
+                        );
+                        return;
+                    }
+                };
             if wait_for_attach {
                 let (m, cv) = &shared.attached;
                 let g = m.lock().unwrap();
@@ -509,12 +515,12 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
     st.finished = Some(now());
     st.exit_code = Some(code);
     let _ = store.write_state(id, &st);
-    shared.finish(code);
-    let _ = std::fs::remove_file(dir.join(SHIM_SOCKET));
-    let _ = std::fs::remove_file(dir.join(VSOCK_SOCKET));
+    let _ = std::fs::remove_dir_all(&sockets);
+    // Removed before clients hear the end, so `run --rm` returns with no box left.
     if cfg.auto_remove {
         let _ = store.remove(id);
     }
+    shared.finish(code);
     0
 }
 

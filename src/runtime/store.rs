@@ -18,6 +18,7 @@ pub const STATE_FILE: &str = "state.json";
 
 pub struct Store {
     boxes: PathBuf,
+    sockets: PathBuf,
 }
 
 /// An exclusive lock over all box records; released when dropped.
@@ -94,11 +95,21 @@ impl Store {
         let boxes = state.join("boxes");
         std::fs::create_dir_all(&boxes)
             .map_err(|e| RuntimeError::io("cannot create", &boxes, e))?;
-        Ok(Store { boxes })
+        Ok(Store {
+            boxes,
+            sockets: state.join("s"),
+        })
     }
 
     pub fn box_dir(&self, id: &str) -> PathBuf {
         self.boxes.join(id)
+    }
+
+    /// Where a running box's sockets live. Unix socket paths are limited to 107
+    /// bytes and the guest's ports add a `_<port>` suffix, so this is a short path
+    /// (16 hex digits of the ID) rather than the box directory.
+    pub fn socket_dir(&self, id: &str) -> PathBuf {
+        self.sockets.join(&id[..16.min(id.len())])
     }
 
     pub fn lock(&self) -> Result<Lock> {

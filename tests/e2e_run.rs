@@ -1,0 +1,312 @@
+//! End to end: `a3s-box run/exec/stop/kill` on a busybox root directory, booting
+//! real boxes. Ignored in a plain `cargo test`; `scripts/test` runs them inside
+//! `scripts/kvm-harness`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_a3s-box");
+
+struct Env {
+    home: PathBuf,
+    kernel: PathBuf,
+    rootfs: PathBuf,
+}
+
+/// A state directory, the guest kernel, and a busybox root, made once per run.
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let kernel = a3s_box::paths::kernel(None);
+        assert!(
+            kernel.exists(),
+            "no guest kernel at {} — run scripts/build-kernel",
+            kernel.display()
+        );
+        let base = std::env::temp_dir().join(format!("a3s-e2e-run-{}", std::process::id()));
+        let rootfs = base.join("root");
+        for d in ["bin", "etc", "tmp", "root", "home/user"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+            }
+        }
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+        std::fs::write(rootfs.join("not-executable"), "#!/bin/sh\necho no\n").unwrap();
+        // A file next to the share, which nothing inside a box may reach.
+        std::fs::write(base.join("OUTSIDE_MARKER"), "outside\n").unwrap();
+        Env {
+            home: base.join("home"),
+            kernel,
+            rootfs,
+        }
+    })
+}
+
+fn a3s(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let e = env();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("A3S_BOX_HOME", &e.home)
+        .env("A3S_BOX_KERNEL", &e.kernel)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(data) = stdin {
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "a3s-box {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn run(cmd: &[&str]) -> Output {
+    let root = env().rootfs.to_str().unwrap().to_owned();
+    let mut args = vec!["run", "--rm", "--rootfs", &root];
+    args.extend_from_slice(cmd);
+    a3s(&args, None)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn state_of(id: &str) -> serde_json::Value {
+    let p = env().home.join("boxes").join(id).join("state.json");
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn detached(name: &str, cmd: &[&str]) -> String {
+    let root = env().rootfs.to_str().unwrap().to_owned();
+    let mut args = vec!["run", "-d", "--name", name, "--rootfs", &root];
+    args.extend_from_slice(cmd);
+    let out = a3s(&args, None);
+    assert_eq!(out.status.code(), Some(0));
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn run_rm_prints_hello_and_leaves_no_box_behind() {
+    let out = run(&["echo", "hello"]);
+    assert_eq!(stdout(&out), "hello\n");
+    assert_eq!(out.status.code(), Some(0));
+    let boxes = env().home.join("boxes");
+    let left: Vec<_> = std::fs::read_dir(&boxes)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("config.json").exists())
+        .filter(|e| {
+            let c: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path().join("config.json")).unwrap())
+                    .unwrap();
+            c["argv"] == serde_json::json!(["echo", "hello"])
+        })
+        .collect();
+    assert!(left.is_empty(), "--rm left the box record behind");
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn exit_codes_follow_docker() {
+    assert_eq!(run(&["sh", "-c", "exit 3"]).status.code(), Some(3));
+    assert_eq!(run(&["/no/such/command"]).status.code(), Some(127));
+    assert_eq!(run(&["/not-executable"]).status.code(), Some(126));
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn stdin_is_piped_with_i() {
+    let root = env().rootfs.to_str().unwrap().to_owned();
+    let out = a3s(
+        &["run", "--rm", "-i", "--rootfs", &root, "cat"],
+        Some(b"piped through\n"),
+    );
+    assert_eq!(stdout(&out), "piped through\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn env_workdir_user_and_hostname_apply() {
+    let env_file = env().home.with_file_name("envfile");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=yes\n").unwrap();
+    let root = env().rootfs.to_str().unwrap().to_owned();
+    let out = a3s(
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "FOO=bar",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-w",
+            "/tmp",
+            "-u",
+            "1000",
+            "--hostname",
+            "boxhost",
+            "--rootfs",
+            &root,
+            "sh",
+            "-c",
+            "echo $FOO $FROM_FILE $(pwd) $(id -u) $(hostname)",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&out), "bar yes /tmp 1000 boxhost\n");
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn exec_joins_the_running_box_files_and_pid_namespace() {
+    let id = detached(
+        "exec-target",
+        &["sh", "-c", "echo made > /tmp/made-by-main; exec sleep 1000"],
+    );
+    assert_eq!(state_of(&id)["status"], "running");
+    let out = a3s(&["exec", "exec-target", "cat", "/tmp/made-by-main"], None);
+    assert_eq!(stdout(&out), "made\n");
+    // The main process is PID 1 of the box's PID namespace, and exec sees it.
+    let out = a3s(&["exec", "exec-target", "cat", "/proc/1/cmdline"], None);
+    assert_eq!(stdout(&out), "sleep\01000\0");
+    let out = a3s(
+        &["exec", "exec-target", "sh", "-c", "echo err >&2; exit 4"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(4));
+    let out = a3s(&["exec", "-i", "exec-target", "cat"], Some(b"to exec\n"));
+    assert_eq!(stdout(&out), "to exec\n");
+    assert_eq!(a3s(&["kill", "exec-target"], None).status.code(), Some(0));
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn back_to_back_and_concurrent_execs_all_succeed() {
+    detached("many-execs", &["sleep", "1000"]);
+    for i in 0..100 {
+        let out = a3s(&["exec", "many-execs", "echo", &i.to_string()], None);
+        assert_eq!(stdout(&out), format!("{i}\n"), "exec #{i}");
+    }
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let out = a3s(
+                    &[
+                        "exec",
+                        "many-execs",
+                        "sh",
+                        "-c",
+                        &format!("sleep 1; echo c{i}"),
+                    ],
+                    None,
+                );
+                (i, stdout(&out), out.status.code())
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, out, code) = h.join().unwrap();
+        assert_eq!((out, code), (format!("c{i}\n"), Some(0)));
+    }
+    a3s(&["kill", "many-execs"], None);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn stop_delivers_sigterm_to_the_workload() {
+    let id = detached(
+        "trapper",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; touch /tmp/trap-set; while true; do sleep 0.1; done",
+        ],
+    );
+    // A signal that arrives before the trap is set is ignored by a PID 1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a3s(&["exec", "trapper", "test", "-e", "/tmp/trap-set"], None)
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(Instant::now() < deadline, "the workload never set its trap");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = a3s(&["stop", "trapper"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "trapper\n");
+    let st = state_of(&id);
+    assert_eq!(st["status"], "exited");
+    assert_eq!(st["exit_code"], 42);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn stop_ends_a_workload_that_ignores_sigterm_after_the_grace_period() {
+    let id = detached("stubborn", &["sleep", "1000"]);
+    let t = Instant::now();
+    let out = a3s(&["stop", "-t", "2", "stubborn"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "stop returned before the grace period"
+    );
+    let st = state_of(&id);
+    assert_eq!(st["status"], "exited");
+    assert_eq!(st["exit_code"], 137);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn nothing_outside_the_shared_root_is_reachable() {
+    let script = "cat /../OUTSIDE_MARKER; cat /proc/self/root/../OUTSIDE_MARKER; \
+                  ln -s / /tmp/rootlink; cat /tmp/rootlink/../OUTSIDE_MARKER; \
+                  ln -s ../../.. /tmp/up; cat /tmp/up/OUTSIDE_MARKER; \
+                  cd /; cd ..; cd ..; cat OUTSIDE_MARKER; ls / | grep -c OUTSIDE; true";
+    let out = run(&["sh", "-c", script]);
+    assert!(
+        !stdout(&out).contains("outside"),
+        "a file outside the share was read"
+    );
+    assert_eq!(stdout(&out).trim(), "0");
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn a_root_that_does_not_exist_fails_with_125() {
+    let out = a3s(&["run", "--rm", "--rootfs", "/no/such/root", "true"], None);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/root"));
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn exec_into_a_box_that_is_not_running_fails_with_125() {
+    let out = a3s(&["exec", "no-such-box", "true"], None);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such box"));
+}

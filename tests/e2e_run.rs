@@ -191,7 +191,7 @@ fn exec_joins_the_running_box_files_and_pid_namespace() {
     assert_eq!(stdout(&out), "made\n");
     // The main process is PID 1 of the box's PID namespace, and exec sees it.
     let out = a3s(&["exec", "exec-target", "cat", "/proc/1/cmdline"], None);
-    assert_eq!(stdout(&out), "sleep\01000\0");
+    assert_eq!(stdout(&out), "sleep\u{0}1000\u{0}");
     let out = a3s(
         &["exec", "exec-target", "sh", "-c", "echo err >&2; exit 4"],
         None,

@@ -47,7 +47,7 @@ pub struct KillArgs {
 }
 
 fn connect(store: &Store, id: &str) -> anyhow::Result<UnixStream> {
-    let state = store.state(id)?;
+    let state = store.live_state(id)?;
     if state.status == Status::Exited {
         bail!("box {} is not running", &id[..12]);
     }
@@ -131,7 +131,7 @@ fn each(boxes: &[String], f: impl Fn(&Store, &str) -> anyhow::Result<()>) -> any
 
 pub fn stop(a: StopArgs) -> anyhow::Result<i32> {
     each(&a.boxes, |store, id| {
-        if store.state(id)?.status != Status::Running {
+        if store.live_state(id)?.status != Status::Running {
             return Ok(());
         }
         request(store, id, &format!("STOP {}\n", a.time))

@@ -42,7 +42,7 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     }
     let store = Store::open(&crate::paths::state_dir())?;
     let id = store.resolve(name)?;
-    if store.state(&id)?.status != Status::Running {
+    if store.live_state(&id)?.status != Status::Running {
         bail!("box {name} is not running");
     }
     let cfg = store.config(&id)?;

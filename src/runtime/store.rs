@@ -15,6 +15,8 @@ type Result<T> = std::result::Result<T, RuntimeError>;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const STATE_FILE: &str = "state.json";
+/// Exit code recorded for a box whose shim died (as Docker reports a lost shim).
+pub const EXIT_SHIM_DIED: i32 = 255;
 
 pub struct Store {
     boxes: PathBuf,
@@ -182,6 +184,34 @@ impl Store {
         read_json(&self.box_dir(id).join(STATE_FILE))
     }
 
+    /// The box's state, corrected when its shim died without recording an end: a box
+    /// is never reported running when nothing runs it.
+    pub fn live_state(&self, id: &str) -> Result<BoxState> {
+        let mut st = self.state(id)?;
+        if st.status == super::Status::Exited {
+            return Ok(st);
+        }
+        let Some(pid) = st.pid else {
+            return Ok(st);
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if alive {
+            return Ok(st);
+        }
+        let _lock = self.lock()?;
+        st.status = super::Status::Exited;
+        st.pid = None;
+        st.finished = Some(super::record::now());
+        st.exit_code = Some(EXIT_SHIM_DIED);
+        st.error = Some(format!(
+            "the box's VMM (pid {pid}) ended without recording how the box ended"
+        ));
+        self.write_state(id, &st)?;
+        Ok(st)
+    }
+
     pub fn write_state(&self, id: &str, state: &BoxState) -> Result<()> {
         write_json_atomic(&self.box_dir(id).join(STATE_FILE), state)
     }
@@ -305,6 +335,47 @@ mod tests {
         let (s, dir) = temp_store();
         std::fs::create_dir(s.box_dir(&"a".repeat(64))).unwrap();
         assert!(s.ids().unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_box_whose_shim_died_is_recorded_as_exited_with_the_reason() {
+        let (s, dir) = temp_store();
+        let mut c = cfg("orphan");
+        s.create(&mut c).unwrap();
+        // A process that has certainly ended: a child we already reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let mut st = BoxState::created();
+        st.status = crate::runtime::Status::Running;
+        st.pid = Some(pid);
+        s.write_state(&c.id, &st).unwrap();
+        let live = s.live_state(&c.id).unwrap();
+        assert_eq!(live.status, crate::runtime::Status::Exited);
+        assert_eq!(live.exit_code, Some(EXIT_SHIM_DIED));
+        assert!(live.error.unwrap().contains(&pid.to_string()));
+        // And it is written down, not only reported.
+        assert_eq!(
+            s.state(&c.id).unwrap().status,
+            crate::runtime::Status::Exited
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_running_shim_keeps_its_box_running() {
+        let (s, dir) = temp_store();
+        let mut c = cfg("alive");
+        s.create(&mut c).unwrap();
+        let mut st = BoxState::created();
+        st.status = crate::runtime::Status::Running;
+        st.pid = Some(std::process::id());
+        s.write_state(&c.id, &st).unwrap();
+        assert_eq!(
+            s.live_state(&c.id).unwrap().status,
+            crate::runtime::Status::Running
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -310,3 +310,106 @@ fn exec_into_a_box_that_is_not_running_fails_with_125() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such box"));
 }
+
+/// A pseudo-terminal pair with the given size: (master, slave).
+fn open_pty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fds into the out-parameters; the name pointer may be
+    // null, and the termios and winsize pointers point at valid values or are null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(r, 0, "openpty failed");
+    // SAFETY: both fds were just opened by openpty and are owned by nobody else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    }
+}
+
+fn set_pty_size(master: &std::fs::File, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+    let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(r, 0);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn exec_it_gives_a_real_terminal_that_follows_resizes() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    detached("tty-box", &["sleep", "1000"]);
+    let (mut master, slave) = open_pty(33, 101);
+    let e = env();
+    let mut child = Command::new(BIN)
+        .args(["exec", "-it", "tty-box", "sh"])
+        .env("A3S_BOX_HOME", &e.home)
+        .env("A3S_BOX_KERNEL", &e.kernel)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    {
+        let seen = seen.clone();
+        let mut reader = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+            if text.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never appeared; terminal showed:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    master.write_all(b"tty; stty size\r").unwrap();
+    wait_for("33 101");
+    wait_for("/dev/pts/");
+    set_pty_size(&master, 40, 120);
+    // The client checks the terminal size a few times a second.
+    std::thread::sleep(Duration::from_millis(800));
+    master.write_all(b"stty size\r").unwrap();
+    wait_for("40 120");
+    master.write_all(b"exit 5\r").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5));
+    a3s(&["kill", "tty-box"], None);
+}

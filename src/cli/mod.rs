@@ -109,8 +109,67 @@ pub(crate) fn parse<T: FromArgs>(name: &str, args: &[&str]) -> Result<T, i32> {
     })
 }
 
+/// Splits Docker-style grouped switches (`-it`, `-dit`) into single ones, which argh
+/// does not accept, up to the first positional argument: what follows that belongs
+/// to the workload (`sh -ec …` must reach it untouched).
+fn expand_grouped_switches(args: &[&str]) -> Vec<String> {
+    let (switches, valued): (&str, &[&str]) = match args.first() {
+        Some(&"run") => (
+            "dit",
+            &[
+                "--name",
+                "-e",
+                "--env",
+                "--env-file",
+                "-w",
+                "--workdir",
+                "-u",
+                "--user",
+                "--entrypoint",
+                "--cpus",
+                "-m",
+                "--memory",
+                "-h",
+                "--hostname",
+                "--rootfs",
+                "--kernel",
+            ],
+        ),
+        Some(&"exec") => ("it", &["-u", "--user", "-e", "--env", "-w", "--workdir"]),
+        _ => return args.iter().map(|a| a.to_string()).collect(),
+    };
+    let mut out = vec![args[0].to_string()];
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i];
+        if a == "--" || !a.starts_with('-') {
+            out.extend(args[i..].iter().map(|a| a.to_string()));
+            break;
+        }
+        if valued.contains(&a) {
+            out.push(a.to_string());
+            if let Some(v) = args.get(i + 1) {
+                out.push(v.to_string());
+            }
+            i += 2;
+            continue;
+        }
+        let grouped =
+            !a.starts_with("--") && a.len() > 2 && a[1..].chars().all(|c| switches.contains(c));
+        if grouped {
+            out.extend(a[1..].chars().map(|c| format!("-{c}")));
+        } else {
+            out.push(a.to_string());
+        }
+        i += 1;
+    }
+    out
+}
+
 fn cli_main(args: &[&str]) -> i32 {
-    let cli: Cli = match parse("a3s-box", args) {
+    let expanded = expand_grouped_switches(args);
+    let args: Vec<&str> = expanded.iter().map(String::as_str).collect();
+    let cli: Cli = match parse("a3s-box", &args) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -161,6 +220,29 @@ mod tests {
     fn cri_placeholder_fails_with_125() {
         assert_eq!(dispatch(vec!["a3s-box-cri".into()]), EXIT_FAILURE);
         assert_eq!(dispatch(vec!["a3s-box".into(), "cri".into()]), EXIT_FAILURE);
+    }
+
+    fn expand(args: &[&str]) -> Vec<String> {
+        expand_grouped_switches(args)
+    }
+
+    #[test]
+    fn grouped_switches_are_split_before_the_command_only() {
+        assert_eq!(
+            expand(&["run", "-it", "--rootfs", "/r", "sh", "-ec", "true"]),
+            ["run", "-i", "-t", "--rootfs", "/r", "sh", "-ec", "true"]
+        );
+        assert_eq!(
+            expand(&["run", "-dit", "--name", "-it", "x"]),
+            ["run", "-d", "-i", "-t", "--name", "-it", "x"]
+        );
+        assert_eq!(
+            expand(&["exec", "-it", "box", "ls", "-it"]),
+            ["exec", "-i", "-t", "box", "ls", "-it"]
+        );
+        // Unknown letters are left for argh to refuse.
+        assert_eq!(expand(&["run", "-ix", "r"]), ["run", "-ix", "r"]);
+        assert_eq!(expand(&["stop", "-it"]), ["stop", "-it"]);
     }
 
     #[test]

@@ -25,6 +25,19 @@ pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
 /// Guest memory as the devices see it.
 pub type GuestMemory = GuestMemoryMmap<()>;
 
+/// Copies the part of a device's configuration space `config` that a driver read
+/// at `offset` covers into `data`; bytes past its end read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
+
 /// Raises the interrupt line of one virtio-mmio device.
 pub trait IrqTrigger: Send + Sync {
     fn trigger(&self) -> std::io::Result<()>;
@@ -55,9 +68,13 @@ pub trait VirtioDevice: Send {
     /// Maximum size of each queue; its length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
     /// Feature bits the device offers (must include VIRTIO_F_VERSION_1).
-    fn device_features(&self) -> u64;
+    /// Default: VIRTIO_F_VERSION_1 alone, which is all our devices need so far.
+    fn device_features(&self) -> u64 {
+        1 << VIRTIO_F_VERSION_1
+    }
     /// The features the driver accepted (a subset of `device_features`).
-    fn ack_features(&mut self, features: u64);
+    /// Default: nothing to change, for devices that offer VERSION_1 alone.
+    fn ack_features(&mut self, _features: u64) {}
     /// Reads the device-specific configuration space at `offset`.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes the device-specific configuration space at `offset`.

@@ -14,7 +14,7 @@ use super::event_handler::Worker;
 use super::guard::GuardedFs;
 use super::{NUM_REQUEST_QUEUES, QUEUE_SIZE, TAG_LEN, VIRTIO_ID_FS};
 use crate::vmm::devices::virtio::{
-    ActivateError, GuestMemory, Interrupt, VirtioDevice, WarnOnce, VIRTIO_F_VERSION_1,
+    read_config_bytes, ActivateError, GuestMemory, Interrupt, VirtioDevice, WarnOnce,
 };
 
 /// Number of queues: the high-priority queue, then the request queues.
@@ -186,23 +186,8 @@ impl VirtioDevice for Fs {
         &QUEUE_SIZES
     }
 
-    fn device_features(&self) -> u64 {
-        1 << VIRTIO_F_VERSION_1
-    }
-
-    fn ack_features(&mut self, _features: u64) {
-        // Only VERSION_1 is offered: nothing changes with what the driver took.
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let Ok(start) = usize::try_from(offset) else {
-            return;
-        };
-        if let Some(config) = self.config.get(start..) {
-            let len = config.len().min(data.len());
-            data[..len].copy_from_slice(&config[..len]);
-        }
+        read_config_bytes(&self.config, offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {

@@ -6,9 +6,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestAddress;
 
 use super::QUEUE_SIZE;
-use crate::vmm::devices::virtio::{
-    ActivateError, GuestMemory, Interrupt, VirtioDevice, WarnOnce, VIRTIO_F_VERSION_1,
-};
+use crate::vmm::devices::virtio::{ActivateError, GuestMemory, Interrupt, VirtioDevice, WarnOnce};
 
 /// Device ID of the entropy device (virtio 1.2 §5).
 pub const VIRTIO_ID_ENTROPY: u32 = 4;
@@ -51,14 +49,6 @@ impl VirtioDevice for Rng {
 
     fn queue_max_sizes(&self) -> &[u16] {
         &QUEUE_SIZES
-    }
-
-    fn device_features(&self) -> u64 {
-        1 << VIRTIO_F_VERSION_1
-    }
-
-    fn ack_features(&mut self, _features: u64) {
-        // Only VERSION_1 is offered: nothing changes with what the driver took.
     }
 
     fn read_config(&self, _offset: u64, data: &mut [u8]) {

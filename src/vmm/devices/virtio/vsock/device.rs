@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::muxer::{self, Muxer, Queues, Settings, Timeouts, TOKEN_LISTENER, TOKEN_WAKE};
 use super::{event_handler, QUEUE_SIZE};
 use crate::vmm::devices::virtio::{
-    ActivateError, GuestMemory, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
+    read_config_bytes, ActivateError, GuestMemory, Interrupt, VirtioDevice,
 };
 
 /// Device ID of the socket device (virtio 1.2 §5.10).
@@ -242,27 +242,9 @@ impl VirtioDevice for Vsock {
         &QUEUE_SIZES
     }
 
-    fn device_features(&self) -> u64 {
-        // Stream sockets are implied without VIRTIO_VSOCK_F_STREAM; we offer
-        // no SEQPACKET, so nothing else.
-        1 << VIRTIO_F_VERSION_1
-    }
-
-    fn ack_features(&mut self, _features: u64) {
-        // Only VERSION_1 is offered: nothing changes with what the driver took.
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_vsock_config { le64 guest_cid; }
-        let config = self.settings.guest_cid.to_le_bytes();
-        data.fill(0);
-        let Ok(start) = usize::try_from(offset) else {
-            return;
-        };
-        if let Some(src) = config.get(start..) {
-            let n = src.len().min(data.len());
-            data[..n].copy_from_slice(&src[..n]);
-        }
+        read_config_bytes(&self.settings.guest_cid.to_le_bytes(), offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {

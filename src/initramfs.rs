@@ -299,6 +299,13 @@ fn normalise(path: &str) -> Result<String, InitramfsError> {
     Ok(name)
 }
 
+/// This running binary as the guest's `/init`, plus `extra` files: the initramfs
+/// every box boots from.
+pub fn of_this_binary(extra: &[(String, Vec<u8>, u32)]) -> std::io::Result<Vec<u8>> {
+    let exe = std::fs::read("/proc/self/exe")?;
+    guest_initramfs(&exe, extra).map_err(std::io::Error::other)
+}
+
 /// The guest's whole initramfs: the skeleton init needs, this binary as
 /// `/init` (and `/sbin/init`), and `extra` files as (guest path, contents,
 /// permission bits), with their parent directories created (mode 0755).

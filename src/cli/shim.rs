@@ -46,8 +46,7 @@ struct ShimArgs {
 
 /// This binary as the guest's `/init`, plus `extra` files.
 pub fn own_initramfs(extra: &[(String, Vec<u8>, u32)]) -> anyhow::Result<Vec<u8>> {
-    let exe = std::fs::read("/proc/self/exe").context("cannot read this binary")?;
-    crate::initramfs::guest_initramfs(&exe, extra).context("cannot build the initramfs")
+    crate::initramfs::of_this_binary(extra).context("cannot build the initramfs")
 }
 
 fn build_config(a: ShimArgs) -> anyhow::Result<VmConfig> {

@@ -342,12 +342,9 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot share the root {}: {e}", cfg.rootfs)),
     };
-    let initrd = match std::fs::read("/proc/self/exe") {
-        Ok(exe) => match crate::initramfs::guest_initramfs(&exe, &[]) {
-            Ok(i) => i,
-            Err(e) => return fail(format!("cannot build the initramfs: {e}")),
-        },
-        Err(e) => return fail(format!("cannot read this binary: {e}")),
+    let initrd = match crate::initramfs::of_this_binary(&[]) {
+        Ok(i) => i,
+        Err(e) => return fail(format!("cannot build the initramfs: {e}")),
     };
     let console = match std::fs::File::create(dir.join(CONSOLE_LOG)) {
         Ok(f) => f,

@@ -187,6 +187,23 @@ fn exec_joins_the_running_box_files_and_pid_namespace() {
         &["sh", "-c", "echo made > /tmp/made-by-main; exec sleep 1000"],
     );
     assert_eq!(state_of(&id)["status"], "running");
+    // `run -d` returns once the main process has started, not once it has written
+    // its file: wait for the write to finish before reading it from another process.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a3s(
+        &["exec", "exec-target", "test", "-s", "/tmp/made-by-main"],
+        None,
+    )
+    .status
+    .code()
+        != Some(0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the main process never wrote its file"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = a3s(&["exec", "exec-target", "cat", "/tmp/made-by-main"], None);
     assert_eq!(stdout(&out), "made\n");
     // The main process is PID 1 of the box's PID namespace, and exec sees it.

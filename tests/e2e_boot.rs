@@ -3,6 +3,8 @@
 //! These boot real guests, so they need a KVM that can run Linux. They are ignored in
 //! a plain `cargo test` and run inside `scripts/kvm-harness` by `scripts/test`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -38,13 +40,13 @@ fn busybox_initrd() -> &'static PathBuf {
 }
 
 fn shim(args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .arg("shim")
-        .arg("--kernel")
-        .arg(kernel())
-        .args(args)
-        .output()
-        .unwrap();
+    shim_with(&kernel(), args)
+}
+
+fn shim_with(kernel: &std::path::Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("shim").arg("--kernel").arg(kernel).args(args);
+    let out = common::output_within(&mut cmd, None, common::COMMAND_LIMIT, String::new);
     eprintln!(
         "shim {args:?} exited {:?}\n--- stdout\n{}--- stderr\n{}",
         out.status.code(),
@@ -165,11 +167,9 @@ fn virtio_rng_feeds_the_guest_hwrng() {
 fn bzimage_boots_too() {
     let bz = kernel().with_file_name("bzImage");
     let initrd = busybox_initrd().to_str().unwrap().to_owned();
-    let out = Command::new(BIN)
-        .arg("shim")
-        .arg("--kernel")
-        .arg(&bz)
-        .args([
+    let out = shim_with(
+        &bz,
+        &[
             "--initrd",
             &initrd,
             "--",
@@ -177,9 +177,8 @@ fn bzimage_boots_too() {
             "sh",
             "-c",
             "exit 3",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(stdout(&out).contains(READY_LINE));
     assert_eq!(out.status.code(), Some(3));
 }

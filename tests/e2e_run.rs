@@ -2,9 +2,11 @@
 //! real boxes. Ignored in a plain `cargo test`; `scripts/test` runs them inside
 //! `scripts/kvm-harness`.
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -60,19 +62,10 @@ fn a3s(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("A3S_BOX_HOME", &e.home)
-        .env("A3S_BOX_KERNEL", &e.kernel)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(data) = stdin {
-        child.stdin.take().unwrap().write_all(data).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+        .env("A3S_BOX_KERNEL", &e.kernel);
+    let out = common::output_within(&mut cmd, stdin, common::COMMAND_LIMIT, || {
+        common::box_logs(&e.home, 40)
+    });
     eprintln!(
         "a3s-box {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
         out.status.code(),

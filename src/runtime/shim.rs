@@ -425,6 +425,8 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
                             "stderr",
                             format!("a3s-box: the guest did not start: {e}\n").as_bytes(),
                         );
+                        // Nothing will ever run in this VM: end the box.
+                        shared.finish(125);
                         return;
                     }
                 };
@@ -433,22 +435,29 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
                 let g = m.lock().unwrap();
                 let _g = cv.wait_timeout_while(g, BOOT_TIMEOUT, |a| !*a).unwrap();
             }
-            let (mut r, mut w) = match conn.try_clone() {
-                Ok(r) => (r, conn),
-                Err(_) => return,
+            let start = move || -> Result<(UnixStream, UnixStream), String> {
+                let mut r = conn.try_clone().map_err(|e| e.to_string())?;
+                let mut w = conn;
+                client_handshake(&mut r, &mut w).map_err(|e| e.to_string())?;
+                let run = Message::RunMain {
+                    hostname,
+                    exec: req,
+                };
+                write_message(&mut w, &run).map_err(|e| e.to_string())?;
+                Ok((r, w))
             };
-            if client_handshake(&mut r, &mut w).is_err()
-                || write_message(
-                    &mut w,
-                    &Message::RunMain {
-                        hostname,
-                        exec: req,
-                    },
-                )
-                .is_err()
-            {
-                return;
-            }
+            let started = start();
+            let (mut r, w) = match started {
+                Ok(rw) => rw,
+                Err(e) => {
+                    shared.output(
+                        "stderr",
+                        format!("a3s-box: cannot start the main process: {e}\n").as_bytes(),
+                    );
+                    shared.finish(125);
+                    return;
+                }
+            };
             *shared.main_in.lock().unwrap() = Some(w);
             loop {
                 match read_message(&mut r) {

@@ -11,8 +11,6 @@ use std::sync::OnceLock;
 
 use a3s_box::proto::READY_LINE;
 
-const BIN: &str = env!("CARGO_BIN_EXE_a3s-box");
-
 fn kernel() -> PathBuf {
     let k = a3s_box::paths::kernel(None);
     assert!(
@@ -28,7 +26,7 @@ fn busybox_initrd() -> &'static PathBuf {
     static INITRD: OnceLock<PathBuf> = OnceLock::new();
     INITRD.get_or_init(|| {
         let out = std::env::temp_dir().join(format!("a3s-e2e-initrd-{}.cpio", std::process::id()));
-        let st = Command::new(BIN)
+        let st = Command::new(common::bin())
             .args(["initramfs", "-o"])
             .arg(&out)
             .args(["--add", "/bin/busybox:/bin/busybox"])
@@ -44,7 +42,7 @@ fn shim(args: &[&str]) -> Output {
 }
 
 fn shim_with(kernel: &std::path::Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(common::bin());
     cmd.arg("shim").arg("--kernel").arg(kernel).args(args);
     let out = common::output_within(&mut cmd, None, common::COMMAND_LIMIT, String::new);
     eprintln!(

@@ -10,8 +10,6 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_a3s-box");
-
 struct Env {
     home: PathBuf,
     kernel: PathBuf,
@@ -59,7 +57,7 @@ fn env() -> &'static Env {
 
 fn a3s(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let e = env();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(common::bin());
     cmd.args(args)
         .env("A3S_BOX_HOME", &e.home)
         .env("A3S_BOX_KERNEL", &e.kernel);
@@ -373,7 +371,7 @@ fn exec_it_gives_a_real_terminal_that_follows_resizes() {
     detached("tty-box", &["sleep", "1000"]);
     let (mut master, slave) = open_pty(33, 101);
     let e = env();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(common::bin())
         .args(["exec", "-it", "tty-box", "sh"])
         .env("A3S_BOX_HOME", &e.home)
         .env("A3S_BOX_KERNEL", &e.kernel)

@@ -84,6 +84,9 @@ fn request(store: &Store, id: &str, line: &str) -> anyhow::Result<()> {
     BufReader::new(conn).read_line(&mut reply)?;
     match reply.trim_end() {
         "OK" => Ok(()),
+        // The shim went away without a word: fine if the box did end.
+        "" if store.live_state(id)?.status == Status::Exited => Ok(()),
+        "" => bail!("the box's shim closed the connection without an answer"),
         r => bail!("{}", r.strip_prefix("ERR ").unwrap_or(r)),
     }
 }

@@ -89,6 +89,27 @@ struct Shared {
     /// The main process's exit code, once known, and whether the VM ended.
     end: (Mutex<(Option<i32>, bool)>, Condvar),
     log: Mutex<std::fs::File>,
+    /// Stop and kill requests still being answered: the shim waits for their
+    /// replies to go out before it exits, or their clients would see only EOF.
+    requests: (Mutex<usize>, Condvar),
+}
+
+/// Counts one request in [`Shared::requests`] while it lives.
+struct Answering<'a>(&'a Shared);
+
+impl<'a> Answering<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        *shared.requests.0.lock().unwrap() += 1;
+        Answering(shared)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        let (m, cv) = &self.0.requests;
+        *m.lock().unwrap() -= 1;
+        cv.notify_all();
+    }
 }
 
 impl Shared {
@@ -242,11 +263,13 @@ fn handle_client(shared: Arc<Shared>, mut stream: UnixStream) {
             }
         }
         ["STOP", secs] => {
+            let _answering = Answering::new(&shared);
             let grace = Duration::from_secs(secs.parse().unwrap_or(10));
             let reply = stop(&shared, grace);
             let _ = writeln!(out, "{reply}");
         }
         ["KILL", sig] => {
+            let _answering = Answering::new(&shared);
             let reply = match sig.parse::<i32>() {
                 Ok(9) => {
                     let _ = shared.control(&Message::Shutdown);
@@ -290,7 +313,6 @@ fn stop(shared: &Shared, grace: Duration) -> String {
 /// Records the box as ended with `code` and exits, which ends the VM with it.
 fn end_now(shared: &Shared, code: i32) -> String {
     shared.finish(code);
-    std::thread::sleep(Duration::from_millis(200));
     "OK".into()
 }
 
@@ -382,6 +404,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         attached: (Mutex::new(false), Condvar::new()),
         end: (Mutex::new((None, false)), Condvar::new()),
         log: Mutex::new(log),
+        requests: (Mutex::new(0), Condvar::new()),
     });
 
     // The box is "created" with a live shim until its main process has started.
@@ -527,6 +550,10 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         let _ = store.remove(id);
     }
     shared.finish(code);
+    // Let stop and kill requests that ended the box tell their clients so.
+    let (m, cv) = &shared.requests;
+    let pending = m.lock().unwrap();
+    let _ = cv.wait_timeout_while(pending, Duration::from_secs(3), |n| *n > 0);
     0
 }
 

@@ -106,3 +106,12 @@ pub fn box_logs(home: &Path, lines: usize) -> String {
     }
     text
 }
+
+/// The `a3s-box` binary under test: `$A3S_BOX_BIN` when set (`scripts/test` points
+/// it at the release build, which is what users run and which boots far faster as
+/// a guest's `/init` than a debug build), else the one cargo built for this test.
+pub fn bin() -> std::path::PathBuf {
+    std::env::var_os("A3S_BOX_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_a3s-box").into())
+}

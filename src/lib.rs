@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod guest;
 pub mod initramfs;
+pub mod oci;
 pub mod paths;
 pub mod proto;
 pub mod runtime;

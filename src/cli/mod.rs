@@ -3,6 +3,7 @@
 
 mod attach;
 mod exec;
+mod image;
 mod install;
 mod run;
 mod session;
@@ -87,6 +88,17 @@ enum Command {
     Install(install::InstallArgs),
     Initramfs(install::InitramfsArgs),
     Version(VersionArgs),
+    Pull(image::Eq<image::PullArgs>),
+    Images(image::ImagesArgs),
+    Rmi(image::RmiArgs),
+    Tag(image::TagArgs),
+    ImageInspect(image::InspectArgs),
+    ImagePrune(image::PruneArgs),
+    Login(image::Eq<image::LoginArgs>),
+    Logout(image::LogoutArgs),
+    Push(image::Eq<image::PushArgs>),
+    Save(image::Eq<image::SaveArgs>),
+    Load(image::Eq<image::LoadArgs>),
 }
 
 /// Print the version.
@@ -181,6 +193,17 @@ fn cli_main(args: &[&str]) -> i32 {
         Command::Kill(a) => attach::kill(a),
         Command::Install(a) => install::install(a).map(|()| 0),
         Command::Initramfs(a) => install::initramfs(a).map(|()| 0),
+        Command::Pull(a) => image::pull(a),
+        Command::Images(a) => image::images(a),
+        Command::Rmi(a) => image::rmi(a),
+        Command::Tag(a) => image::tag(a),
+        Command::ImageInspect(a) => image::inspect(a),
+        Command::ImagePrune(a) => image::prune(a),
+        Command::Login(a) => image::login(a),
+        Command::Logout(a) => image::logout(a),
+        Command::Push(a) => image::push(a),
+        Command::Save(a) => image::save(a),
+        Command::Load(a) => image::load(a),
         Command::Version(_) => {
             println!("a3s-box {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

@@ -237,7 +237,7 @@ impl MmioTransport {
             return;
         }
         let value = match <&mut [u8; 4]>::try_from(&mut *data) {
-            Ok(bytes) if offset % 4 == 0 => self.read_register(offset).map(|v| (bytes, v)),
+            Ok(bytes) if offset.is_multiple_of(4) => self.read_register(offset).map(|v| (bytes, v)),
             _ => None,
         };
         match value {
@@ -257,7 +257,9 @@ impl MmioTransport {
             return;
         }
         let handled = match <[u8; 4]>::try_from(data) {
-            Ok(bytes) if offset % 4 == 0 => self.write_register(offset, u32::from_le_bytes(bytes)),
+            Ok(bytes) if offset.is_multiple_of(4) => {
+                self.write_register(offset, u32::from_le_bytes(bytes))
+            }
             _ => false,
         };
         if !handled {

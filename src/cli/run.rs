@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use argh::FromArgs;
 
+use crate::oci::manifest::ImageConfig;
+use crate::oci::reference::Reference;
+use crate::oci::store::ImageStore;
 use crate::runtime::record::now;
 use crate::runtime::shim::SHIM_SOCKET;
 use crate::runtime::{BoxConfig, Status, Store};
@@ -93,6 +96,41 @@ fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// The search path Docker gives a process whose image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The command line as Docker builds it: `--entrypoint` replaces the image's
+/// entrypoint and drops its default command; arguments replace the default command.
+fn command_line(image: &ImageConfig, entrypoint: Option<&str>, args: &[String]) -> Vec<String> {
+    let (ep, default_cmd): (Vec<String>, &[String]) = match entrypoint {
+        Some("") => (Vec::new(), &[]),
+        Some(e) => (vec![e.to_string()], &[]),
+        None => (image.entrypoint.clone(), &image.cmd),
+    };
+    let cmd = if args.is_empty() { default_cmd } else { args };
+    ep.into_iter().chain(cmd.iter().cloned()).collect()
+}
+
+/// The image's environment with `overrides` applied (a later KEY replaces an
+/// earlier one in place), and PATH defaulted as Docker does.
+fn merged_env(image_env: &[String], overrides: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = image_env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+    }
+    for (k, v) in overrides {
+        match env.iter_mut().find(|(ek, _)| *ek == k) {
+            Some(slot) => slot.1 = v,
+            None => env.push((k, v)),
+        }
+    }
+    env
+}
+
 /// Starts the shim for box `id` in its own session, detached from this terminal.
 pub fn spawn_shim(store: &Store, id: &str, wait_for_attach: bool) -> anyhow::Result<()> {
     let dir = store.box_dir(id);
@@ -141,26 +179,36 @@ pub fn spawn_shim(store: &Store, id: &str, wait_for_attach: bool) -> anyhow::Res
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
-    let (rootfs, image, mut argv) = match &a.rootfs {
-        Some(dir) => (dir.clone(), None, a.args.clone()),
+    // A root directory, or an image whose unpacked tree each box gets a copy of.
+    let (rootfs, image, defaults, args) = match &a.rootfs {
+        Some(dir) => {
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("root filesystem {} not found", dir.display()))?;
+            if !dir.is_dir() {
+                bail!("root filesystem {} is not a directory", dir.display());
+            }
+            (dir, None, ImageConfig::default(), a.args.clone())
+        }
         None => match a.args.split_first() {
-            Some((image, _)) => bail!(
-                "cannot run image {image:?}: images are not supported yet in this version — use --rootfs DIR"
-            ),
-            None => bail!("run needs --rootfs DIR (or an IMAGE) and a command"),
+            Some((name, rest)) => {
+                let reference = Reference::parse(name)?;
+                let images = ImageStore::open(&crate::paths::state_dir())?;
+                let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let prepared = images.ensure_rootfs(&reference, true, progress)?;
+                (
+                    prepared.rootfs,
+                    Some(prepared.id),
+                    prepared.config,
+                    rest.to_vec(),
+                )
+            }
+            None => bail!("run needs an IMAGE (or --rootfs DIR) and, for a directory, a command"),
         },
     };
-    if let Some(ep) = &a.entrypoint {
-        argv.insert(0, ep.clone());
-    }
+    let argv = command_line(&defaults, a.entrypoint.as_deref(), &args);
     if argv.is_empty() {
-        bail!("no command given: a root directory has no default command");
-    }
-    let rootfs = rootfs
-        .canonicalize()
-        .with_context(|| format!("root filesystem {} not found", rootfs.display()))?;
-    if !rootfs.is_dir() {
-        bail!("root filesystem {} is not a directory", rootfs.display());
+        bail!("no command given, and the image has no default command");
     }
     let memory = parse_size(&a.memory)
         .with_context(|| format!("--memory {}: expected a size such as 512m or 1g", a.memory))?;
@@ -174,6 +222,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             None => bail!("-e {e}: expected KEY=VALUE"),
         }
     }
+    let mut env = merged_env(&defaults.env, env);
     if a.tty {
         env.push((
             "TERM".into(),
@@ -191,8 +240,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         image,
         argv,
         env,
-        workdir: a.workdir.clone().unwrap_or_else(|| "/".into()),
-        user: a.user.clone(),
+        workdir: a
+            .workdir
+            .clone()
+            .or_else(|| Some(defaults.working_dir.clone()).filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".into()),
+        user: a
+            .user
+            .clone()
+            .or_else(|| Some(defaults.user.clone()).filter(|u| !u.is_empty())),
         hostname: String::new(),
         tty: a.tty,
         stdin: a.interactive,
@@ -203,6 +259,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         created: now(),
     };
     store.create(&mut cfg)?;
+    if cfg.image.is_some() {
+        // The image's tree is shared by all its boxes: this box writes to its own copy.
+        let own = store.box_dir(&cfg.id).join("rootfs");
+        if let Err(e) = crate::runtime::rootfs::copy_tree(&rootfs, &own) {
+            let _ = store.remove(&cfg.id);
+            bail!("cannot make the box's root from the image: {e}");
+        }
+        cfg.rootfs = own.to_string_lossy().into_owned();
+    }
     // Docker's default host name is the short ID; it is known only now.
     cfg.hostname = a
         .hostname
@@ -221,4 +286,72 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     super::attach::attach_to(&store, &cfg.id, a.interactive, a.tty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: v(&["/docker-entrypoint.sh"]),
+            cmd: v(&["nginx", "-g", "daemon off;"]),
+            env: v(&["PATH=/usr/sbin:/usr/bin", "NGINX_VERSION=1.27"]),
+            ..ImageConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_image_command_runs_when_no_arguments_are_given() {
+        assert_eq!(
+            command_line(&image(), None, &[]),
+            v(&["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"])
+        );
+    }
+
+    #[test]
+    fn arguments_replace_the_default_command_but_keep_the_entrypoint() {
+        assert_eq!(
+            command_line(&image(), None, &v(&["sh"])),
+            v(&["/docker-entrypoint.sh", "sh"])
+        );
+    }
+
+    #[test]
+    fn an_entrypoint_flag_replaces_the_entrypoint_and_drops_the_default_command() {
+        assert_eq!(
+            command_line(&image(), Some("/bin/sh"), &[]),
+            v(&["/bin/sh"])
+        );
+        assert_eq!(
+            command_line(&image(), Some("/bin/sh"), &v(&["-c", "true"])),
+            v(&["/bin/sh", "-c", "true"])
+        );
+        assert_eq!(command_line(&image(), Some(""), &v(&["ls"])), v(&["ls"]));
+    }
+
+    #[test]
+    fn flags_override_image_environment_in_place_and_path_is_defaulted() {
+        let env = merged_env(
+            &image().env,
+            vec![
+                ("NGINX_VERSION".into(), "2".into()),
+                ("EXTRA".into(), "x".into()),
+            ],
+        );
+        assert_eq!(
+            env,
+            vec![
+                ("PATH".to_string(), "/usr/sbin:/usr/bin".to_string()),
+                ("NGINX_VERSION".to_string(), "2".to_string()),
+                ("EXTRA".to_string(), "x".to_string()),
+            ]
+        );
+        let env = merged_env(&[], vec![]);
+        assert_eq!(env, vec![("PATH".to_string(), DEFAULT_PATH.to_string())]);
+    }
 }

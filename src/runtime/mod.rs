@@ -2,6 +2,7 @@
 //! the lifecycle the CLI (and later the CRI server) drive through the shim.
 
 pub mod record;
+pub mod rootfs;
 pub mod shim;
 pub mod store;
 

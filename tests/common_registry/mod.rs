@@ -318,6 +318,20 @@ fn umoci(args: &[&str]) {
     run(Command::new(need("umoci")).args(args));
 }
 
+/// `umoci unpack`, rootless only when we are not root: its rootless mode juggles
+/// permissions to create links, which an overlay over 9p (the KVM harness's /tmp)
+/// refuses now and then.
+fn umoci_unpack(image: &str, bundle: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let mut args = vec!["unpack"];
+    if !root {
+        args.push("--rootless");
+    }
+    args.extend(["--image", image, bundle.to_str().unwrap()]);
+    umoci(&args);
+}
+
 fn build_images() -> Images {
     need("umoci");
     need("skopeo");
@@ -356,13 +370,7 @@ fn build_images() -> Images {
     ]);
 
     let b1 = base.join("b1");
-    umoci(&[
-        "unpack",
-        "--rootless",
-        "--image",
-        &img("busybox"),
-        b1.to_str().unwrap(),
-    ]);
+    umoci_unpack(&img("busybox"), &b1);
     let root = b1.join("rootfs");
     for d in ["bin", "etc", "srv", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -374,13 +382,7 @@ fn build_images() -> Images {
     umoci(&["repack", "--image", &img("busybox"), b1.to_str().unwrap()]);
 
     let b2 = base.join("b2");
-    umoci(&[
-        "unpack",
-        "--rootless",
-        "--image",
-        &img("busybox"),
-        b2.to_str().unwrap(),
-    ]);
+    umoci_unpack(&img("busybox"), &b2);
     let root = b2.join("rootfs");
     std::fs::remove_file(root.join("etc/old")).unwrap();
     std::fs::hard_link(

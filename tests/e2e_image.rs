@@ -1,0 +1,144 @@
+//! End to end: `a3s-box run IMAGE` pulls from a real registry (Debian's
+//! `docker-registry` on loopback) and boots the image's root. Ignored in a plain
+//! `cargo test`; `scripts/test` runs it inside `scripts/kvm-harness`.
+
+mod common;
+mod common_registry;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common_registry::{images, Registry, TempDir};
+
+struct Env {
+    home: TempDir,
+    kernel: PathBuf,
+    /// Keeps the registry running for the whole test binary.
+    registry: Registry,
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let kernel = a3s_box::paths::kernel(None);
+        assert!(
+            kernel.exists(),
+            "no guest kernel at {} — run scripts/build-kernel",
+            kernel.display()
+        );
+        let registry = Registry::start();
+        registry.push(&images().src("busybox"), "tests/busybox:1");
+        Env {
+            home: TempDir::new("e2e-image-home"),
+            kernel,
+            registry,
+        }
+    })
+}
+
+fn image() -> String {
+    format!("{}/tests/busybox:1", env().registry.host())
+}
+
+fn a3s(args: &[&str]) -> Output {
+    let e = env();
+    let mut cmd = Command::new(common::bin());
+    cmd.args(args)
+        .env("A3S_BOX_HOME", e.home.path())
+        .env("A3S_BOX_KERNEL", &e.kernel);
+    let out = common::output_within(&mut cmd, None, common::COMMAND_LIMIT, || {
+        common::box_logs(e.home.path(), 40)
+    });
+    eprintln!(
+        "a3s-box {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn run_pulls_the_image_and_applies_its_env_workdir_and_user() {
+    let img = image();
+    let out = a3s(&[
+        "run",
+        "--rm",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo $GREETING $(pwd) $(/bin/busybox id -u); /bin/busybox cat /etc/greeting-symlink; \
+         test -e /etc/old || echo whiteout-applied",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "hello /srv 1000\nhello from layer 1\nwhiteout-applied\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    // The pull left the image in the store, where `images` lists it.
+    let listed = a3s(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        stdout(&listed).contains(&img),
+        "the image pulled by run is not listed"
+    );
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn flags_override_the_image_defaults() {
+    let out = a3s(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=overridden",
+        "-w",
+        "/tmp",
+        "-u",
+        "0",
+        &image(),
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo $GREETING $(pwd) $(/bin/busybox id -u)",
+    ]);
+    assert_eq!(stdout(&out), "overridden /tmp 0\n");
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn a_box_writes_to_its_own_copy_never_to_the_image() {
+    let img = image();
+    let out = a3s(&[
+        "run",
+        "--rm",
+        "-u",
+        "0",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo changed > /etc/greeting; /bin/busybox cat /etc/greeting",
+    ]);
+    assert_eq!(stdout(&out), "changed\n");
+    let out = a3s(&["run", "--rm", &img, "/bin/busybox", "cat", "/etc/greeting"]);
+    assert_eq!(stdout(&out), "hello from layer 1\n");
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn an_image_that_is_in_no_registry_fails_with_125() {
+    let missing = format!("{}/tests/absent:1", env().registry.host());
+    let out = a3s(&["run", "--rm", &missing, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tests/absent"),
+        "the error does not name the image"
+    );
+}

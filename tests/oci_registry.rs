@@ -424,6 +424,52 @@ fn tampered_blob_fails_with_a_digest_error_and_stores_nothing() {
 }
 
 #[test]
+fn a_write_error_mid_pull_leaves_no_image_and_the_next_pull_succeeds() {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+    let imgs = images();
+    let reg = Registry::start();
+    reg.push(&imgs.src("busybox"), "wfail:1");
+    let name = format!("{}/wfail:1", reg.host());
+    let home = TempDir::new("home");
+    // A file size limit of 64 KiB makes writing the busybox layer (about 1 MB) fail
+    // part way, as a full disk would.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["pull", &name]).env("A3S_BOX_HOME", home.path());
+    // SAFETY: between fork and exec the closure only calls the async-signal-safe
+    // signal and setrlimit with plain arguments and a stack struct.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 64 << 10,
+                rlim_max: 64 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("too large"),
+        "the error does not say what failed: {}",
+        stderr(&o)
+    );
+    assert!(
+        image_ids(home.path()).is_empty(),
+        "a broken image is listed"
+    );
+    let o = a3s(home.path(), &["pull", &name]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(image_ids(home.path()).len(), 1);
+    let o = a3s(home.path(), &["image-inspect", &name]);
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
 fn registry_killed_mid_pull_retries_then_fails_and_a_later_pull_resumes() {
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};

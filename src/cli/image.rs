@@ -1,7 +1,9 @@
 //! The image commands: `pull`, `images`, `rmi`, `tag`, `image-inspect`,
-//! `image-prune`, `login`, `logout`. Flags and output follow Docker's.
+//! `image-prune`, `login`, `logout`, and `image-unpack` (ours, not Docker's).
+//! Flags and output follow Docker's.
 
 use std::io::{BufRead, IsTerminal, Read};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use argh::{EarlyExit, FromArgs, SubCommand};
@@ -11,6 +13,7 @@ use crate::oci::manifest::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::registry::{self, Client};
 use crate::oci::store::{self, ImageRecord, ImageStore, PullOptions, Removed};
+use crate::oci::unpack::{unpack_layer, UnpackOptions};
 use crate::oci::OciError;
 
 /// Accepts `--flag=value` (as Docker does) by splitting it before argh sees it.
@@ -790,6 +793,77 @@ pub fn load(a: Eq<LoadArgs>) -> Result<i32> {
     Ok(0)
 }
 
+/// Unpack a stored image's layers into a directory (it does not pull).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "image-unpack")]
+pub struct UnpackArgs {
+    /// image (name, ID or ID prefix), already pulled or loaded
+    #[argh(positional)]
+    image: String,
+    /// directory to fill: must not exist or be empty
+    #[argh(positional)]
+    dir: String,
+}
+
+pub fn unpack(a: UnpackArgs) -> Result<i32> {
+    unpack_image(&open_store()?, &a.image, Path::new(&a.dir))?;
+    Ok(0)
+}
+
+/// Applies the layers of the stored image `name`, lowest first, into `dir`.
+fn unpack_image(st: &ImageStore, name: &str, dir: &Path) -> Result<()> {
+    // Held throughout so a concurrent `rmi`, prune or eviction cannot delete a blob
+    // between resolving the image and reading its layers.
+    let _lock = st.lock()?;
+    let rec = match st.resolve(name) {
+        Ok(r) => r,
+        Err(OciError::NoSuchImage(_)) => {
+            return Err(
+                OciError::NoSuchImage(format!("{name}; run `a3s-box pull {name}` first")).into(),
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Layers go on top of whatever is there, so a non-empty directory would give a
+    // tree that is not the image's; refuse it rather than merge into it.
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?,
+        Err(e) => return Err(e).with_context(|| format!("cannot use {}", dir.display())),
+        Ok(m) if !m.is_dir() => bail!("{} exists and is not a directory", dir.display()),
+        Ok(_) => {
+            let mut entries =
+                std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+            if entries.next().is_some() {
+                bail!(
+                    "{} is not empty: give a new or empty directory",
+                    dir.display()
+                );
+            }
+        }
+    }
+    let opts = UnpackOptions::default();
+    for l in &rec.layers {
+        let path = st.blob_path(&l.digest);
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // Large reads, as the store's own unpack uses: the blob is read front to back.
+        let reader = std::io::BufReader::with_capacity(1 << 17, file);
+        unpack_layer(reader, Some(&l.media_type), dir, &opts)
+            .map_err(|source| OciError::Unpack {
+                layer: l.digest.to_string(),
+                source,
+            })
+            .with_context(|| {
+                format!(
+                    "unpacking {name} into {} failed part-way (remove it before retrying)",
+                    dir.display()
+                )
+            })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -836,5 +910,92 @@ mod tests {
             "127.0.0.1:5000/app",
             "v1"
         ));
+    }
+
+    /// A gzip layer holding `files` (path, content); a `None` content is a whiteout.
+    fn gz_layer(files: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (path, content) in files {
+            let (path, data) = match content {
+                Some(c) => (path.to_string(), c.as_bytes()),
+                None => {
+                    let (dir, base) = path.rsplit_once('/').unwrap_or(("", path));
+                    let wh = format!("{dir}/{}{base}", crate::oci::unpack::WHITEOUT_PREFIX);
+                    (wh.trim_start_matches('/').to_string(), &[][..])
+                }
+            };
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            // The unpacker parses these; left blank they are not numbers and it fails.
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn image_unpack_applies_layers_in_order_and_refuses_bad_targets() {
+        use crate::oci::digest::Digest;
+        let tmp = std::env::temp_dir().join(format!("a3s-image-unpack-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let st = ImageStore::open(&tmp.join("state")).unwrap();
+        let layers = [
+            gz_layer(&[("etc/a", Some("one")), ("etc/b", Some("gone"))]),
+            gz_layer(&[("etc/a", Some("two")), ("etc/b", None)]),
+        ];
+        let mut descs = Vec::new();
+        for l in &layers {
+            let d = Digest::of(l);
+            st.put_blob(&d, l).unwrap();
+            descs.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": d.to_string(), "size": l.len(),
+            }));
+        }
+        // The diff IDs are not checked by unpacking; any two distinct digests do.
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [
+                Digest::of(b"1").to_string(), Digest::of(b"2").to_string()]},
+        }))
+        .unwrap();
+        let cd = Digest::of(&config);
+        st.put_blob(&cd, &config).unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": cd.to_string(), "size": config.len()},
+            "layers": descs,
+        }))
+        .unwrap();
+        let name = "127.0.0.1:5000/t/img:1";
+        st.add_image(&manifest, &[name.to_string()]).unwrap();
+
+        let out = tmp.join("out/root");
+        unpack_image(&st, name, &out)
+            .map_err(|e| format!("{e:#}"))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("etc/a")).unwrap(), "two");
+        assert!(!out.join("etc/b").exists());
+
+        let err = format!("{:#}", unpack_image(&st, name, &out).unwrap_err());
+        assert!(err.contains("not empty"), "{err}");
+        let file = tmp.join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = format!("{:#}", unpack_image(&st, name, &file).unwrap_err());
+        assert!(err.contains("not a directory"), "{err}");
+        let err = format!(
+            "{:#}",
+            unpack_image(&st, "nope:1", &tmp.join("o2")).unwrap_err()
+        );
+        assert!(err.contains("a3s-box pull nope:1"), "{err}");
+        assert!(!tmp.join("o2").exists());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

@@ -6,7 +6,7 @@ mod common;
 mod common_registry;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use common_registry::{images, Registry, TempDir};
@@ -43,20 +43,7 @@ fn image() -> String {
 
 fn a3s(args: &[&str]) -> Output {
     let e = env();
-    let mut cmd = Command::new(common::bin());
-    cmd.args(args)
-        .env("A3S_BOX_HOME", e.home.path())
-        .env("A3S_BOX_KERNEL", &e.kernel);
-    let out = common::output_within(&mut cmd, None, common::COMMAND_LIMIT, || {
-        common::box_logs(e.home.path(), 40)
-    });
-    eprintln!(
-        "a3s-box {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::a3s_in(e.home.path(), &e.kernel, args, None)
 }
 
 fn stdout(o: &Output) -> String {

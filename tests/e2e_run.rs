@@ -57,20 +57,7 @@ fn env() -> &'static Env {
 
 fn a3s(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let e = env();
-    let mut cmd = Command::new(common::bin());
-    cmd.args(args)
-        .env("A3S_BOX_HOME", &e.home)
-        .env("A3S_BOX_KERNEL", &e.kernel);
-    let out = common::output_within(&mut cmd, stdin, common::COMMAND_LIMIT, || {
-        common::box_logs(&e.home, 40)
-    });
-    eprintln!(
-        "a3s-box {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::a3s_in(&e.home, &e.kernel, args, stdin)
 }
 
 fn run(cmd: &[&str]) -> Output {

@@ -212,17 +212,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     }
     let memory = parse_size(&a.memory)
         .with_context(|| format!("--memory {}: expected a size such as 512m or 1g", a.memory))?;
-    let mut env = Vec::new();
+    let mut overrides = Vec::new();
     for f in &a.env_file {
-        env.extend(read_env_file(f)?);
+        overrides.extend(read_env_file(f)?);
     }
     for e in &a.env {
         match env_pair(e) {
-            Some(p) => env.push(p),
+            Some(p) => overrides.push(p),
             None => bail!("-e {e}: expected KEY=VALUE"),
         }
     }
-    let mut env = merged_env(&defaults.env, env);
+    let mut env = merged_env(&defaults.env, overrides);
     if a.tty {
         env.push((
             "TERM".into(),

@@ -300,7 +300,8 @@ impl ImageStore {
     pub fn lock(&self) -> Result<Lock> {
         let path = self.root.join(".lock");
         let f = File::create(&path).map_err(|e| OciError::io("cannot open", &path, e))?;
-        flock(&f).map_err(|e| OciError::io("cannot lock", &path, e))?;
+        f.lock()
+            .map_err(|e| OciError::io("cannot lock", &path, e))?;
         Ok(Lock(f))
     }
 
@@ -963,11 +964,6 @@ fn resolve_in<'a>(ix: &'a IndexFile, name: &str) -> Result<&'a ImageRecord> {
         }
     }
     Err(OciError::NoSuchImage(name.to_string()))
-}
-
-/// `File::lock` is `flock(LOCK_EX)` on Linux.
-fn flock(f: &File) -> std::io::Result<()> {
-    f.lock()
 }
 
 /// Applies one layer onto `target` with the confined unpacker.

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -117,14 +116,8 @@ impl Store {
     pub fn lock(&self) -> Result<Lock> {
         let path = self.boxes.join(".lock");
         let f = File::create(&path).map_err(|e| RuntimeError::io("cannot open", &path, e))?;
-        // SAFETY: `f` is an open file descriptor for the duration of the call.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(RuntimeError::io(
-                "cannot lock",
-                &path,
-                std::io::Error::last_os_error(),
-            ));
-        }
+        f.lock()
+            .map_err(|e| RuntimeError::io("cannot lock", &path, e))?;
         Ok(Lock(f))
     }
 

@@ -115,3 +115,21 @@ pub fn bin() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_a3s-box").into())
 }
+
+/// Runs `a3s-box args` against the state directory `home` and guest `kernel`,
+/// bounded by [`COMMAND_LIMIT`] (a hang fails with the boxes' logs), and echoes
+/// what it printed into the test's output.
+pub fn a3s_in(home: &Path, kernel: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("A3S_BOX_HOME", home)
+        .env("A3S_BOX_KERNEL", kernel);
+    let out = output_within(&mut cmd, stdin, COMMAND_LIMIT, || box_logs(home, 40));
+    eprintln!(
+        "a3s-box {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

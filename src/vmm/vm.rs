@@ -1,15 +1,18 @@
 //! One running virtual machine: memory, devices, vCPU threads, and how it ends.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use vm_memory::{Address, GuestMemory as _, GuestMemoryRegion};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::boot::x86_64::{self as boot, BootConfig, BootError};
 use super::devices::serial::{SerialDevice, COM1_BASE, COM1_IRQ, COM1_LEN};
-use super::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW};
+use super::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY_OFFSET};
 use super::devices::virtio::rng::Rng;
 use super::devices::virtio::VirtioDevice;
 use super::devices::IrqLine;
@@ -55,6 +58,8 @@ pub enum VmmError {
     UnexpectedExit(String),
     #[error("vCPU thread could not be started")]
     Thread(#[source] std::io::Error),
+    #[error("could not set up the virtio queue notifications")]
+    Notifier(#[source] std::io::Error),
 }
 
 /// What to run.
@@ -146,6 +151,43 @@ impl Bus {
     }
 }
 
+/// A queue notification the hypervisor catches: the guest wrote `queue` to
+/// the QueueNotify register of virtio device `device`.
+struct Kick {
+    evt: EventFd,
+    device: usize,
+    queue: u32,
+}
+
+/// Hands each caught queue notification to its device, as the register
+/// write would have. Runs for the life of the VM.
+fn kick_loop(epoll: &Epoll, kicks: &[Kick], bus: &Bus) {
+    let mut events = [EpollEvent::default(); 16];
+    loop {
+        let count = match epoll.wait(-1, &mut events) {
+            Ok(count) => count,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("a3s-box: virtio queue notifications are no longer served: {e}");
+                return;
+            }
+        };
+        for event in &events[..count] {
+            let Some(kick) = usize::try_from(event.data())
+                .ok()
+                .and_then(|i| kicks.get(i))
+            else {
+                continue;
+            };
+            // Clears the counter: any number of kicks asks for one pass.
+            let _ = kick.evt.read();
+            if let Some((_, transport)) = bus.virtio.get(kick.device) {
+                transport.lock().unwrap().notify_queue(kick.queue);
+            }
+        }
+    }
+}
+
 /// Runs one vCPU until the VM ends or the vCPU fails.
 fn vcpu_loop(mut vcpu: impl Vcpu, bus: Arc<Bus>, events: mpsc::Sender<VmEvent>) {
     let outcome = loop {
@@ -163,7 +205,15 @@ fn vcpu_loop(mut vcpu: impl Vcpu, bus: Arc<Bus>, events: mpsc::Sender<VmEvent>) 
             VcpuExit::MmioRead(addr, data) => bus.mmio_read(addr, data),
             VcpuExit::MmioWrite(addr, data) => bus.mmio_write(addr, data),
             VcpuExit::Interrupted => {}
-            VcpuExit::Hlt | VcpuExit::Shutdown => break VmEvent::Exit(VmExit::Reset),
+            VcpuExit::Hlt => break VmEvent::Exit(VmExit::Reset),
+            VcpuExit::Shutdown => {
+                // A triple fault, most often: say where, for whoever reads the log.
+                eprintln!(
+                    "a3s-box: the guest shut down without reporting a status (triple fault?): {}",
+                    vcpu.describe()
+                );
+                break VmEvent::Exit(VmExit::Reset);
+            }
             VcpuExit::EmulationFailure { instruction } => {
                 let what = if instruction.is_empty() {
                     "instruction bytes unavailable".to_string()
@@ -276,10 +326,37 @@ pub fn start(cfg: VmConfig) -> Result<RunningVm, VmmError> {
     )?;
     drop(cfg.initrd);
 
+    // Queue notifications reach a thread of ours through the hypervisor, so
+    // a kick costs the vCPU no exit to the VMM.
+    let mut kicks = Vec::new();
+    for (device, (base, transport)) in virtio.iter().enumerate() {
+        let queues = transport.lock().unwrap().queue_count();
+        for queue in 0..queues as u32 {
+            let evt = vm.mmio_notifier(base + QUEUE_NOTIFY_OFFSET, queue)?;
+            kicks.push(Kick { evt, device, queue });
+        }
+    }
     let bus = Arc::new(Bus {
         serial: Mutex::new(serial),
         virtio,
     });
+    let epoll = Epoll::new().map_err(VmmError::Notifier)?;
+    for (i, kick) in kicks.iter().enumerate() {
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                kick.evt.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, i as u64),
+            )
+            .map_err(VmmError::Notifier)?;
+    }
+    {
+        let bus = bus.clone();
+        std::thread::Builder::new()
+            .name("virtio-kick".into())
+            .spawn(move || kick_loop(&epoll, &kicks, &bus))
+            .map_err(VmmError::Thread)?;
+    }
     for index in 0..cpus {
         let vcpu = vm.create_vcpu(index, cpus)?;
         vcpu.set_boot_state(&state)?;

@@ -5,7 +5,7 @@ use kvm_bindings::{
     kvm_userspace_memory_region, CpuId, Msrs, KVM_INTERNAL_ERROR_EMULATION, KVM_MAX_CPUID_ENTRIES,
     KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Cap, Kvm, VcpuExit as KvmExit, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuExit as KvmExit, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{HypervisorError, Result, Segment, Vcpu, VcpuExit, Vm, X86BootState};
@@ -148,6 +148,15 @@ impl Vm for KvmVm {
         Ok(evt)
     }
 
+    fn mmio_notifier(&self, addr: u64, value: u32) -> Result<EventFd> {
+        let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| HypervisorError::ioctl("eventfd", e))?;
+        // A u32 datamatch: KVM matches 4-byte writes of exactly `value`.
+        self.fd
+            .register_ioevent(&evt, &IoEventAddress::Mmio(addr), value)
+            .map_err(|e| HypervisorError::ioctl("KVM_IOEVENTFD", e))?;
+        Ok(evt)
+    }
+
     fn create_vcpu(&self, index: u8, count: u8) -> Result<KvmVcpu> {
         let fd = self
             .fd
@@ -258,6 +267,27 @@ pub struct KvmVcpu {
 }
 
 impl Vcpu for KvmVcpu {
+    fn describe(&self) -> String {
+        match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(r), Ok(s)) => format!(
+                "rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} \
+                 efer={:#x} idt={:#x}/{:#x} cs={:#x}",
+                r.rip,
+                r.rsp,
+                r.rflags,
+                s.cr0,
+                s.cr2,
+                s.cr3,
+                s.cr4,
+                s.efer,
+                s.idt.base,
+                s.idt.limit,
+                s.cs.selector
+            ),
+            (Err(e), _) | (_, Err(e)) => format!("registers unavailable: {e}"),
+        }
+    }
+
     fn set_boot_state(&self, st: &X86BootState) -> Result<()> {
         let mut sregs = self
             .fd

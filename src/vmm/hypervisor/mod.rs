@@ -127,6 +127,11 @@ pub trait Vm: Send + Sync {
     /// Returns an event that raises interrupt line `gsi` when written.
     fn irq_line(&self, gsi: u32) -> Result<EventFd>;
 
+    /// Returns an event the hypervisor signals, without a vCPU exit to the
+    /// VMM, whenever the guest writes the 32-bit `value` to MMIO `addr` (a
+    /// virtio queue notification).
+    fn mmio_notifier(&self, addr: u64, value: u32) -> Result<EventFd>;
+
     /// Creates vCPU `index` of `count`; its CPUID describes that topology.
     fn create_vcpu(&self, index: u8, count: u8) -> Result<Self::Vcpu>;
 }
@@ -137,4 +142,7 @@ pub trait Vcpu: Send {
     fn set_boot_state(&self, state: &X86BootState) -> Result<()>;
     /// Runs the guest until the next exit the VMM must handle.
     fn run(&mut self) -> Result<VcpuExit<'_>>;
+    /// The vCPU's main registers, in one line, for reports of a guest that
+    /// stopped unexpectedly.
+    fn describe(&self) -> String;
 }

@@ -27,6 +27,10 @@ const VERSION: u32 = 2;
 const VENDOR_ID: u32 = 0x4133_5342;
 
 /// Register offsets (virtio 1.2 table 4.1).
+/// Offset of the QueueNotify register in a device's window: the driver
+/// writes a queue's index there to notify it.
+pub const QUEUE_NOTIFY_OFFSET: u64 = reg::QUEUE_NOTIFY;
+
 mod reg {
     pub const MAGIC_VALUE: u64 = 0x000;
     pub const VERSION: u64 = 0x004;
@@ -367,6 +371,18 @@ impl MmioTransport {
         if let Some(i) = self.selected_queue() {
             update(&mut self.queues[i]);
         }
+    }
+
+    /// The number of queues the device has.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The driver wrote `value` to QueueNotify, seen by the hypervisor
+    /// rather than as a vCPU exit (see [`QUEUE_NOTIFY_OFFSET`]): the same
+    /// as that write.
+    pub fn notify_queue(&mut self, value: u32) {
+        self.queue_notify(value);
     }
 
     fn queue_notify(&mut self, value: u32) {

@@ -77,12 +77,29 @@ fn state_of(id: &str) -> serde_json::Value {
 }
 
 fn detached(name: &str, cmd: &[&str]) -> String {
+    detached_with(&[], name, cmd)
+}
+
+/// `run -d` with extra `flags` before the root.
+fn detached_with(flags: &[&str], name: &str, cmd: &[&str]) -> String {
     let root = env().rootfs.to_str().unwrap().to_owned();
-    let mut args = vec!["run", "-d", "--name", name, "--rootfs", &root];
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--rootfs", &root]);
     args.extend_from_slice(cmd);
     let out = a3s(&args, None);
     assert_eq!(out.status.code(), Some(0));
     stdout(&out).trim().to_string()
+}
+
+/// Waits until `test TEST PATH` succeeds in box `name` (a process in it has
+/// got as far as writing PATH); panics with `what` after a minute.
+fn wait_in_box(name: &str, test: &str, path: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a3s(&["exec", name, "test", test, path], None).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -167,21 +184,12 @@ fn exec_joins_the_running_box_files_and_pid_namespace() {
     assert_eq!(state_of(&id)["status"], "running");
     // `run -d` returns once the main process has started, not once it has written
     // its file: wait for the write to finish before reading it from another process.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a3s(
-        &["exec", "exec-target", "test", "-s", "/tmp/made-by-main"],
-        None,
-    )
-    .status
-    .code()
-        != Some(0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the main process never wrote its file"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_in_box(
+        "exec-target",
+        "-s",
+        "/tmp/made-by-main",
+        "the main process never wrote its file",
+    );
     let out = a3s(&["exec", "exec-target", "cat", "/tmp/made-by-main"], None);
     assert_eq!(stdout(&out), "made\n");
     // The main process is PID 1 of the box's PID namespace, and exec sees it.
@@ -232,6 +240,65 @@ fn back_to_back_and_concurrent_execs_all_succeed() {
 
 #[test]
 #[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn attach_feeds_the_main_process_and_returns_its_exit_code() {
+    let id = detached_with(
+        &["-i"],
+        "attached",
+        &[
+            "sh",
+            "-c",
+            "read line; echo got:$line; echo err:$line >&2; exit 7",
+        ],
+    );
+    let out = a3s(&["attach", "attached"], Some(b"hello\n"));
+    assert_eq!(stdout(&out), "got:hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err:hello\n");
+    assert_eq!(out.status.code(), Some(7));
+    let st = state_of(&id);
+    assert_eq!(st["status"], "exited");
+    assert_eq!(st["exit_code"], 7);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn an_exec_whose_box_is_killed_says_the_box_stopped() {
+    detached("killed-under-exec", &["sleep", "1000"]);
+    let e = env();
+    let mut exec = Command::new(common::bin());
+    exec.args([
+        "exec",
+        "killed-under-exec",
+        "sh",
+        "-c",
+        "touch /tmp/exec-runs; exec sleep 1000",
+    ])
+    .env("A3S_BOX_HOME", &e.home)
+    .env("A3S_BOX_KERNEL", &e.kernel);
+    let waiter = std::thread::spawn(move || {
+        common::output_within(&mut exec, None, common::COMMAND_LIMIT, String::new)
+    });
+    // Once the exec's process runs, kill the box under it.
+    wait_in_box(
+        "killed-under-exec",
+        "-e",
+        "/tmp/exec-runs",
+        "the exec's process never started",
+    );
+    assert_eq!(
+        a3s(&["kill", "killed-under-exec"], None).status.code(),
+        Some(0)
+    );
+    let out = waiter.join().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("box killed-under-exec stopped while the command ran"),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
 fn stop_delivers_sigterm_to_the_workload() {
     let id = detached(
         "trapper",
@@ -242,15 +309,12 @@ fn stop_delivers_sigterm_to_the_workload() {
         ],
     );
     // A signal that arrives before the trap is set is ignored by a PID 1.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a3s(&["exec", "trapper", "test", "-e", "/tmp/trap-set"], None)
-        .status
-        .code()
-        != Some(0)
-    {
-        assert!(Instant::now() < deadline, "the workload never set its trap");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_in_box(
+        "trapper",
+        "-e",
+        "/tmp/trap-set",
+        "the workload never set its trap",
+    );
     let out = a3s(&["stop", "trapper"], None);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "trapper\n");

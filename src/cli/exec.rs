@@ -5,8 +5,12 @@ use anyhow::{bail, Context};
 use argh::FromArgs;
 
 use super::session;
-use crate::proto::{client_handshake, write_message, ExecRequest, Message, PORT_EXEC, PORT_PTY};
-use crate::runtime::shim::connect_guest;
+use std::time::{Duration, Instant};
+
+use crate::proto::{
+    expect_hello, hello_then, ExecRequest, FrameError, Message, PORT_EXEC, PORT_PTY,
+};
+use crate::runtime::shim::connect_guest_sending;
 use crate::runtime::{Status, Store};
 
 /// Run a command in a running box.
@@ -69,15 +73,35 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
         stdin: a.interactive,
     };
     let port = if a.tty { PORT_PTY } else { PORT_EXEC };
-    let mut conn = connect_guest(&store.socket_dir(&id), port)
+    // The handshake and the request go out with the CONNECT line.
+    let first = hello_then(&Message::Exec(req))?;
+    let mut conn = connect_guest_sending(&store.socket_dir(&id), port, &first)
         .with_context(|| format!("cannot reach box {name}"))?;
-    let mut r = conn.try_clone()?;
-    client_handshake(&mut r, &mut conn)?;
-    write_message(&mut conn, &Message::Exec(req))?;
+    expect_hello(&mut conn)?;
     let _raw = if a.tty && a.interactive {
         session::RawTerminal::enter()
     } else {
         None
     };
-    Ok(session::pump(conn, a.interactive, a.tty)?)
+    match session::pump(conn, a.interactive, a.tty) {
+        Ok(code) => Ok(code),
+        Err(e @ (FrameError::Closed(_) | FrameError::Truncated | FrameError::Io(_))) => {
+            // Most often the box itself ended under the process: say that.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let st = store.live_state(&id)?;
+                if st.status == Status::Exited {
+                    let how = st
+                        .exit_code
+                        .map_or(String::new(), |c| format!(" (exit code {c})"));
+                    bail!("box {name} stopped while the command ran{how}");
+                }
+                if Instant::now() >= deadline {
+                    return Err(e.into());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }

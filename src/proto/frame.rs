@@ -562,7 +562,8 @@ pub fn write_message(w: &mut impl Write, msg: &Message) -> Result<(), FrameError
     Ok(())
 }
 
-fn our_hello() -> Message {
+/// The `Hello` this side sends.
+pub fn our_hello() -> Message {
     Message::Hello {
         major: VERSION_MAJOR,
         minor: VERSION_MINOR,
@@ -582,6 +583,22 @@ fn mismatch(major: u16, minor: u16) -> FrameError {
 /// returns the guest's (major, minor).
 pub fn client_handshake(r: &mut impl Read, w: &mut impl Write) -> Result<(u16, u16), FrameError> {
     write_message(w, &our_hello())?;
+    expect_hello(r)
+}
+
+/// The host's `Hello` followed by `first`, as bytes to send in one write: the
+/// guest answers the `Hello` and then reads `first`, so a session costs one
+/// round trip less than [`client_handshake`] then a request. Read the
+/// guest's answer with [`expect_hello`].
+pub fn hello_then(first: &Message) -> Result<Vec<u8>, FrameError> {
+    let mut bytes = our_hello().encode()?;
+    bytes.extend(first.encode()?);
+    Ok(bytes)
+}
+
+/// Host side of the handshake once the `Hello` has gone out: checks the
+/// guest's answer and returns its (major, minor).
+pub fn expect_hello(r: &mut impl Read) -> Result<(u16, u16), FrameError> {
     match read_message(r)? {
         Some(Message::Hello { major, minor }) if major == VERSION_MAJOR => Ok((major, minor)),
         Some(Message::Hello { major, minor }) => Err(mismatch(major, minor)),

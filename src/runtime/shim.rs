@@ -10,6 +10,7 @@
 //! `ERR <message>`; `STOP` answers once the box has ended).
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::record::now;
 use super::{BoxConfig, BoxState, Status, Store};
 use crate::proto::{
-    self, client_handshake, read_message, write_message, ExecRequest, Message, PORT_CONTROL,
+    self, expect_hello, our_hello, read_message, write_message, ExecRequest, Message, PORT_CONTROL,
 };
 use crate::vmm::devices::virtio::fs::{CachePolicy, Fs, FsOptions};
 use crate::vmm::devices::virtio::vsock::Vsock;
@@ -38,18 +39,22 @@ const KILLED: i32 = 137;
 
 /// Connects to guest `port` through the VMM's hybrid vsock socket.
 pub fn connect_guest(socket_dir: &Path, port: u32) -> std::io::Result<UnixStream> {
+    connect_guest_sending(socket_dir, port, &[])
+}
+
+/// Connects to guest `port` and sends `first` along with the CONNECT line, in
+/// one write: the VMM hands those bytes to the guest as soon as the stream
+/// is up, which saves a round trip per session.
+pub fn connect_guest_sending(
+    socket_dir: &Path,
+    port: u32,
+    first: &[u8],
+) -> std::io::Result<UnixStream> {
     let mut s = UnixStream::connect(socket_dir.join(VSOCK_SOCKET))?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    // Byte by byte: what follows the line belongs to the guest's stream.
-    while line.len() < 64 {
-        match s.read(&mut b)? {
-            0 => break,
-            _ if b[0] == b'\n' => break,
-            _ => line.push(b[0]),
-        }
-    }
+    let mut out = format!("CONNECT {port}\n").into_bytes();
+    out.extend_from_slice(first);
+    s.write_all(&out)?;
+    let line = read_reply_line(&mut s)?;
     if line.starts_with(b"OK ") {
         Ok(s)
     } else {
@@ -60,15 +65,59 @@ pub fn connect_guest(socket_dir: &Path, port: u32) -> std::io::Result<UnixStream
     }
 }
 
+/// Reads the VMM's one-line answer to CONNECT (without its newline), and not
+/// a byte more: what follows belongs to the guest's stream. The line is
+/// looked at with `MSG_PEEK` first, so it usually takes two system calls.
+fn read_reply_line(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    const MAX: usize = 64;
+    let mut line = Vec::new();
+    let mut peeked = [0u8; MAX];
+    while line.len() < MAX {
+        // SAFETY: `peeked` is valid for writes of its whole length.
+        let n = unsafe {
+            libc::recv(
+                s.as_raw_fd(),
+                peeked.as_mut_ptr().cast(),
+                MAX - line.len(),
+                libc::MSG_PEEK,
+            )
+        };
+        let n = match usize::try_from(n) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(_) => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        // Take up to and including the newline, or all that is there.
+        let end = peeked[..n].iter().position(|&b| b == b'\n');
+        let take = end.map_or(n, |i| i + 1);
+        let mut taken = vec![0u8; take];
+        s.read_exact(&mut taken)?;
+        if end.is_some() {
+            taken.pop();
+            line.extend_from_slice(&taken);
+            break;
+        }
+        line.extend_from_slice(&taken);
+    }
+    Ok(line)
+}
+
 /// Connects to guest `port`, retrying while the guest boots, until `deadline`.
 fn connect_guest_retrying(
     socket_dir: &Path,
     port: u32,
+    first: &[u8],
     deadline: Instant,
     vm_ended: &dyn Fn() -> bool,
 ) -> std::io::Result<UnixStream> {
     loop {
-        match connect_guest(socket_dir, port) {
+        match connect_guest_sending(socket_dir, port, first) {
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() >= deadline || vm_ended() => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -153,12 +202,12 @@ impl Shared {
     /// Sends a control request on a fresh control connection.
     fn control(&self, msg: &Message) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut s = connect_guest_retrying(&self.socket_dir, PORT_CONTROL, deadline, &|| false)
-            .map_err(|e| e.to_string())?;
-        let mut r = s.try_clone().map_err(|e| e.to_string())?;
-        client_handshake(&mut r, &mut s).map_err(|e| e.to_string())?;
-        write_message(&mut s, msg).map_err(|e| e.to_string())?;
-        match read_message(&mut r) {
+        let first = proto::hello_then(msg).map_err(|e| e.to_string())?;
+        let mut s =
+            connect_guest_retrying(&self.socket_dir, PORT_CONTROL, &first, deadline, &|| false)
+                .map_err(|e| e.to_string())?;
+        expect_hello(&mut s).map_err(|e| e.to_string())?;
+        match read_message(&mut s) {
             Ok(Some(Message::Ok)) => Ok(()),
             Ok(Some(Message::Error { message })) => Err(message),
             Ok(other) => Err(format!("unexpected reply {other:?}")),
@@ -440,19 +489,26 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         std::thread::spawn(move || {
             let deadline = Instant::now() + BOOT_TIMEOUT;
             let ended = || shared.ended();
-            let conn =
-                match connect_guest_retrying(&shared.socket_dir, PORT_CONTROL, deadline, &ended) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        shared.output(
-                            "stderr",
-                            format!("a3s-box: the guest did not start: {e}\n").as_bytes(),
-                        );
-                        // Nothing will ever run in this VM: end the box.
-                        shared.finish(125);
-                        return;
-                    }
-                };
+            // The handshake's Hello goes out with the CONNECT line.
+            let hello = our_hello().encode().unwrap_or_default();
+            let conn = match connect_guest_retrying(
+                &shared.socket_dir,
+                PORT_CONTROL,
+                &hello,
+                deadline,
+                &ended,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    shared.output(
+                        "stderr",
+                        format!("a3s-box: the guest did not start: {e}\n").as_bytes(),
+                    );
+                    // Nothing will ever run in this VM: end the box.
+                    shared.finish(125);
+                    return;
+                }
+            };
             if wait_for_attach {
                 let (m, cv) = &shared.attached;
                 let g = m.lock().unwrap();
@@ -461,7 +517,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
             let start = move || -> Result<(UnixStream, UnixStream), String> {
                 let mut r = conn.try_clone().map_err(|e| e.to_string())?;
                 let mut w = conn;
-                client_handshake(&mut r, &mut w).map_err(|e| e.to_string())?;
+                expect_hello(&mut r).map_err(|e| e.to_string())?;
                 let run = Message::RunMain {
                     hostname,
                     exec: req,
@@ -560,6 +616,40 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connect_reply_line_is_read_without_the_guest_bytes_behind_it() {
+        let (mut vmm, mut client) = UnixStream::pair().unwrap();
+        vmm.write_all(b"OK 1055\nguest bytes").unwrap();
+        assert_eq!(read_reply_line(&mut client).unwrap(), b"OK 1055");
+        let mut rest = [0u8; 11];
+        client.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"guest bytes");
+    }
+
+    #[test]
+    fn a_connect_reply_line_in_pieces_is_read_whole() {
+        let (mut vmm, mut client) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            vmm.write_all(b"OK 10").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            vmm.write_all(b"55\nx").unwrap();
+            vmm
+        });
+        assert_eq!(read_reply_line(&mut client).unwrap(), b"OK 1055");
+        let _vmm = writer.join().unwrap();
+        let mut rest = [0u8; 1];
+        client.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"x");
+    }
+
+    #[test]
+    fn a_connect_reply_cut_short_is_what_arrived() {
+        let (mut vmm, mut client) = UnixStream::pair().unwrap();
+        vmm.write_all(b"ERR no").unwrap();
+        drop(vmm);
+        assert_eq!(read_reply_line(&mut client).unwrap(), b"ERR no");
+    }
 
     #[test]
     fn log_timestamps_are_rfc3339_utc() {

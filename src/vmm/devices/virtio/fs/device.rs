@@ -71,6 +71,8 @@ pub struct Fs {
     /// How each session's passthrough is set up; the root is canonical.
     passthrough: passthrough::Config,
     read_only: bool,
+    /// How long the guest may cache a name's absence.
+    negative_timeout: Option<Duration>,
     worker: Option<Worker>,
     /// Complaints about the guest's requests; survives resets so a driver
     /// looping through them cannot flood the log.
@@ -108,6 +110,10 @@ impl Fs {
             config,
             passthrough: passthrough_config(root_dir, options),
             read_only: options.read_only,
+            // Only where the guest alone changes the share: anything else
+            // could create a name the guest goes on believing is absent.
+            negative_timeout: (options.cache == CachePolicy::Always)
+                .then_some(Duration::from_secs(24 * 60 * 60)),
             worker: None,
             guest_error: Arc::new(WarnOnce::default()),
         })
@@ -126,7 +132,11 @@ impl Fs {
     /// A fresh FUSE session: no inodes or open files from an earlier one.
     fn new_server(&self) -> io::Result<Server<GuardedFs>> {
         let inner = PassthroughFs::new(self.passthrough.clone())?;
-        Ok(Server::new(GuardedFs::new(inner, self.read_only)))
+        Ok(Server::new(GuardedFs::new(
+            inner,
+            self.read_only,
+            self.negative_timeout,
+        )))
     }
 
     fn stop_worker(&mut self) {

@@ -486,6 +486,29 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_name_is_remembered_only_where_the_guest_alone_changes_the_share() {
+        let share = Share::new();
+        let mem = memory();
+        let always = FsOptions {
+            cache: crate::vmm::devices::virtio::fs::CachePolicy::Always,
+            ..FsOptions::default()
+        };
+        let mut guest = Guest::mounted(&mem, &share.path(), always);
+        let entry = guest.lookup(ROOT, "missing").unwrap();
+        assert_eq!(entry.nodeid, 0, "a negative entry");
+        assert_eq!(entry.entry_valid, 24 * 60 * 60);
+        // Other errors stay errors.
+        assert_eq!(guest.lookup(ROOT, "..").unwrap_err(), libc::EINVAL);
+        // The device itself keeps nothing: a name made since is found.
+        write_host(&share.path(), "missing", b"now here");
+        assert_ne!(guest.lookup(ROOT, "missing").unwrap().nodeid, 0);
+
+        let mem = memory();
+        let mut guest = Guest::mounted(&mem, &share.path(), FsOptions::default());
+        assert_eq!(guest.lookup(ROOT, "absent").unwrap_err(), libc::ENOENT);
+    }
+
+    #[test]
     fn lookup_of_dot_and_dotdot_is_refused() {
         let share = Share::new();
         fs::create_dir(share.path().join("sub")).unwrap();

@@ -29,16 +29,24 @@ pub(super) struct GuardedFs {
     read_only: bool,
     /// Whether we may create files as another user.
     as_root: bool,
+    /// How long the guest may remember that a name does not exist; `None`
+    /// to ask every time.
+    negative_timeout: Option<Duration>,
 }
 
 impl GuardedFs {
-    pub(super) fn new(inner: PassthroughFs, read_only: bool) -> Self {
+    pub(super) fn new(
+        inner: PassthroughFs,
+        read_only: bool,
+        negative_timeout: Option<Duration>,
+    ) -> Self {
         // SAFETY: geteuid takes no arguments and cannot fail.
         let as_root = unsafe { libc::geteuid() } == 0;
         Self {
             inner,
             read_only,
             as_root,
+            negative_timeout,
         }
     }
 
@@ -76,6 +84,20 @@ fn errno(code: i32) -> io::Error {
 /// Accepts only a name that stays in its directory: not empty, not `.` or
 /// `..`, no `/`. The Linux FUSE client never sends anything else (it walks
 /// `.` and `..` itself), so only a hostile guest sees this error.
+/// The answer to a LOOKUP of a name that does not exist, which the guest
+/// keeps for `timeout` (FUSE: a zero node ID with a nonzero entry timeout).
+fn negative_entry(timeout: Duration) -> Entry {
+    Entry {
+        inode: 0,
+        generation: 0,
+        // SAFETY: stat64 is plain old data; all zeroes is a valid value.
+        attr: unsafe { std::mem::zeroed() },
+        attr_flags: 0,
+        attr_timeout: Duration::ZERO,
+        entry_timeout: timeout,
+    }
+}
+
 pub(super) fn check_name(name: &CStr) -> io::Result<()> {
     match name.to_bytes() {
         b"" | b"." | b".." => Err(errno(libc::EINVAL)),
@@ -105,7 +127,15 @@ impl FileSystem for GuardedFs {
 
     fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
         check_name(name)?;
-        self.inner.lookup(ctx, parent, name)
+        match self.inner.lookup(ctx, parent, name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => match self.negative_timeout {
+                // Inode 0 is FUSE's "no such name, and remember that": a PATH
+                // search or a failed open costs no second request.
+                Some(timeout) => Ok(negative_entry(timeout)),
+                None => Err(e),
+            },
+            other => other,
+        }
     }
 
     fn forget(&self, ctx: &Context, inode: u64, count: u64) {
@@ -475,7 +505,7 @@ mod tests {
             gid: 100,
             pid: 7,
         };
-        let mut fs = GuardedFs::new(inner(), false);
+        let mut fs = GuardedFs::new(inner(), false, None);
         fs.as_root = true;
         let as_root = fs.creator(&ctx);
         assert_eq!((as_root.uid, as_root.gid, as_root.pid), (1000, 100, 7));

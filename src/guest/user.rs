@@ -150,9 +150,73 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Creds, UserError
 /// [`resolve`] with the files under `root` (`<root>/etc/passwd`,
 /// `<root>/etc/group`); a missing file counts as empty.
 pub fn resolve_in(spec: &str, root: &Path) -> Result<Creds, UserError> {
-    let read =
-        |name: &str| std::fs::read_to_string(root.join("etc").join(name)).unwrap_or_default();
-    resolve(spec, &read("passwd"), &read("group"))
+    let etc = root.join("etc");
+    resolve(
+        spec,
+        &FILES.read(&etc.join("passwd")),
+        &FILES.read(&etc.join("group")),
+    )
+}
+
+/// The account files last read, each with what `stat` said of it then. Every
+/// exec resolves its user; over virtio-fs an open and close are two requests
+/// to the host each, while a `stat` of an unchanged file is answered from the
+/// guest's own cache.
+static FILES: FileCache = FileCache(std::sync::Mutex::new(Vec::new()));
+
+struct FileCache(std::sync::Mutex<Vec<(std::path::PathBuf, Stamp, String)>>);
+
+/// What tells one version of a file from another.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// Paths remembered at most; a box has two.
+const CACHED_FILES: usize = 8;
+
+impl FileCache {
+    /// The file's text, from the cache while its stamp is unchanged; a
+    /// missing or unreadable file reads as empty.
+    fn read(&self, path: &Path) -> String {
+        let Some(stamp) = Stamp::of(path) else {
+            return String::new();
+        };
+        let mut files = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s, text)) = files.iter().find(|(p, _, _)| p == path) {
+            if *s == stamp {
+                return text.clone();
+            }
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // Kept only if the file did not change while it was read.
+        if Stamp::of(path) == Some(stamp) {
+            files.retain(|(p, _, _)| p != path);
+            if files.len() >= CACHED_FILES {
+                files.remove(0);
+            }
+            files.push((path.to_path_buf(), stamp, text.clone()));
+        }
+        text
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +246,32 @@ staff:x:50:
             groups: groups.to_vec(),
             home: home.into(),
         }
+    }
+
+    #[test]
+    fn account_files_are_reread_once_they_change() {
+        let dir = std::env::temp_dir().join(format!("a3s-user-cache-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "app:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_in("app", &dir).unwrap().home, "/home/app");
+        assert_eq!(resolve_in("app", &dir).unwrap().home, "/home/app");
+        // Replaced (a new inode), as adduser and friends do.
+        std::fs::write(dir.join("etc/new"), "app:x:1000:1000::/srv/app:/bin/sh\n").unwrap();
+        std::fs::rename(dir.join("etc/new"), dir.join("etc/passwd")).unwrap();
+        assert_eq!(resolve_in("app", &dir).unwrap().home, "/srv/app");
+        // Rewritten in place with a different length.
+        std::fs::write(dir.join("etc/passwd"), "app:x:1000:1000::/a:/bin/sh\n").unwrap();
+        assert_eq!(resolve_in("app", &dir).unwrap().home, "/a");
+        std::fs::remove_file(dir.join("etc/passwd")).unwrap();
+        assert_eq!(
+            resolve_in("app", &dir).unwrap_err(),
+            UserError::NoSuchUser("app".into())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -414,61 +414,132 @@ fn set_pty_size(master: &std::fs::File, rows: u16, cols: u16) {
     assert_eq!(r, 0);
 }
 
+/// `a3s-box ARGS` on the slave side of a pseudo-terminal, driven from the
+/// master as a person at a terminal would.
+struct Terminal {
+    master: std::fs::File,
+    child: std::process::Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    fn start(args: &[&str], rows: u16, cols: u16) -> Terminal {
+        use std::io::Read;
+        let (master, slave) = open_pty(rows, cols);
+        let e = env();
+        let child = Command::new(common::bin())
+            .args(args)
+            .env("A3S_BOX_HOME", &e.home)
+            .env("A3S_BOX_KERNEL", &e.kernel)
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave)
+            .spawn()
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            let seen = seen.clone();
+            let mut reader = master.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        Terminal {
+            master,
+            child,
+            seen,
+        }
+    }
+
+    /// Types `keys` (`\r` is Enter).
+    fn type_keys(&mut self, keys: &[u8]) {
+        self.master.write_all(keys).unwrap();
+    }
+
+    /// Waits until the screen shows `needle` after everything seen so far,
+    /// then forgets what was seen.
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            {
+                let mut seen = self.seen.lock().unwrap();
+                let text = String::from_utf8_lossy(&seen).into_owned();
+                if let Some(at) = text.find(needle) {
+                    let keep = text.as_bytes()[at + needle.len()..].to_vec();
+                    *seen = keep;
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{needle:?} never appeared; terminal showed:\n{text}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        set_pty_size(&self.master, rows, cols);
+        // The client checks the terminal size a few times a second.
+        std::thread::sleep(Duration::from_millis(800));
+    }
+
+    fn exit_code(mut self) -> Option<i32> {
+        let deadline = Instant::now() + common::COMMAND_LIMIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("the terminal session never ended");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 #[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
 fn exec_it_gives_a_real_terminal_that_follows_resizes() {
-    use std::io::Read;
-    use std::sync::{Arc, Mutex};
     detached("tty-box", &["sleep", "1000"]);
-    let (mut master, slave) = open_pty(33, 101);
-    let e = env();
-    let mut child = Command::new(common::bin())
-        .args(["exec", "-it", "tty-box", "sh"])
-        .env("A3S_BOX_HOME", &e.home)
-        .env("A3S_BOX_KERNEL", &e.kernel)
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .spawn()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    {
-        let seen = seen.clone();
-        let mut reader = master.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-    }
-    let wait_for = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-            if text.contains(needle) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} never appeared; terminal showed:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    master.write_all(b"tty; stty size\r").unwrap();
-    wait_for("33 101");
-    wait_for("/dev/pts/");
-    set_pty_size(&master, 40, 120);
-    // The client checks the terminal size a few times a second.
-    std::thread::sleep(Duration::from_millis(800));
-    master.write_all(b"stty size\r").unwrap();
-    wait_for("40 120");
-    master.write_all(b"exit 5\r").unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(5));
+    let mut t = Terminal::start(&["exec", "-it", "tty-box", "sh"], 33, 101);
+    t.type_keys(b"tty; stty size\r");
+    t.wait_for("/dev/pts/");
+    t.wait_for("33 101");
+    t.resize(40, 120);
+    t.type_keys(b"stty size\r");
+    t.wait_for("40 120");
+    t.type_keys(b"exit 5\r");
+    assert_eq!(t.exit_code(), Some(5));
     a3s(&["kill", "tty-box"], None);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn run_it_gives_an_interactive_shell_where_ctrl_c_reaches_the_workload() {
+    let root = env().rootfs.to_str().unwrap().to_owned();
+    let mut t = Terminal::start(&["run", "--rm", "-it", "--rootfs", &root, "sh"], 24, 80);
+    t.type_keys(b"echo $((6 * 7)); stty size\r");
+    t.wait_for("42");
+    t.wait_for("24 80");
+    // Ctrl-C goes to the box's foreground process, not to the client: the
+    // sleep dies of SIGINT and the shell carries on.
+    t.type_keys(b"sleep 1000\r");
+    // Time for the shell to start `sleep`.
+    std::thread::sleep(Duration::from_secs(2));
+    t.type_keys(b"\x03");
+    t.type_keys(b"echo after-sleep-$?\r");
+    t.wait_for("after-sleep-130");
+    t.resize(30, 90);
+    t.type_keys(b"stty size\r");
+    t.wait_for("30 90");
+    t.type_keys(b"exit 3\r");
+    assert_eq!(t.exit_code(), Some(3));
 }

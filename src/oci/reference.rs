@@ -78,7 +78,7 @@ impl Reference {
             return Err(ReferenceError::Empty);
         }
         // Docker refuses these so that an image ID is never mistaken for a name.
-        if input.len() == 64 && input.bytes().all(is_lower_hex) {
+        if is_hex_identifier(input) {
             return Err(ReferenceError::HexIdentifier(input.to_owned()));
         }
 
@@ -171,7 +171,10 @@ impl Reference {
             return self.name();
         }
         match self.repository.strip_prefix(OFFICIAL_NAMESPACE) {
-            Some(official) if !official.contains('/') => official.to_owned(),
+            // An official name that reads as an image ID keeps `library/`.
+            Some(official) if !official.contains('/') && !is_hex_identifier(official) => {
+                official.to_owned()
+            }
             _ if split_registry(&self.repository).0.is_some() => self.name(),
             _ => self.repository.clone(),
         }
@@ -334,6 +337,11 @@ fn is_valid_tag(tag: &str) -> bool {
         && bytes.len() <= TAG_MAX
         && word(bytes[0])
         && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+}
+
+/// 64 lowercase hex digits: what Docker takes for an image ID, never a name.
+fn is_hex_identifier(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(is_lower_hex)
 }
 
 fn is_lower_hex(b: u8) -> bool {
@@ -519,6 +527,16 @@ mod tests {
             Reference::parse("localhost:5000/b").unwrap().api_host(),
             "localhost:5000"
         );
+    }
+
+    #[test]
+    fn an_official_name_that_reads_as_an_image_id_keeps_library_in_its_familiar_form() {
+        // Found by fuzzing: Docker accepts `<64 hex>:tag` as a name, whose
+        // short form alone would be refused as an image ID.
+        let hex = format!("{}a", "0".repeat(63));
+        let r = Reference::parse(&format!("{hex}:_")).unwrap();
+        assert_eq!(r.familiar(), format!("library/{hex}"));
+        assert_eq!(Reference::parse(&r.familiar()).unwrap().name(), r.name());
     }
 
     #[test]

@@ -71,8 +71,6 @@ pub struct Fs {
     /// How each session's passthrough is set up; the root is canonical.
     passthrough: passthrough::Config,
     read_only: bool,
-    /// How long the guest may cache a name's absence.
-    negative_timeout: Option<Duration>,
     worker: Option<Worker>,
     /// Complaints about the guest's requests; survives resets so a driver
     /// looping through them cannot flood the log.
@@ -110,10 +108,6 @@ impl Fs {
             config,
             passthrough: passthrough_config(root_dir, options),
             read_only: options.read_only,
-            // Only where the guest alone changes the share: anything else
-            // could create a name the guest goes on believing is absent.
-            negative_timeout: (options.cache == CachePolicy::Always)
-                .then_some(Duration::from_secs(24 * 60 * 60)),
             worker: None,
             guest_error: Arc::new(WarnOnce::default()),
         })
@@ -132,10 +126,15 @@ impl Fs {
     /// A fresh FUSE session: no inodes or open files from an earlier one.
     fn new_server(&self) -> io::Result<Server<GuardedFs>> {
         let inner = PassthroughFs::new(self.passthrough.clone())?;
+        // A name's absence is kept only where the guest alone changes the
+        // share: elsewhere the host could create a name the guest goes on
+        // believing is absent.
+        let negative_timeout = (self.passthrough.cache_policy == passthrough::CachePolicy::Always)
+            .then_some(self.passthrough.entry_timeout);
         Ok(Server::new(GuardedFs::new(
             inner,
             self.read_only,
-            self.negative_timeout,
+            negative_timeout,
         )))
     }
 

@@ -12,13 +12,7 @@ use std::sync::OnceLock;
 use a3s_box::proto::READY_LINE;
 
 fn kernel() -> PathBuf {
-    let k = a3s_box::paths::kernel(None);
-    assert!(
-        k.exists(),
-        "no guest kernel at {} — run scripts/build-kernel first",
-        k.display()
-    );
-    k
+    common::guest_kernel()
 }
 
 /// An initramfs with our binary as /init and busybox, built once per test run.

@@ -21,12 +21,7 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let kernel = a3s_box::paths::kernel(None);
-        assert!(
-            kernel.exists(),
-            "no guest kernel at {} — run scripts/build-kernel",
-            kernel.display()
-        );
+        let kernel = common::guest_kernel();
         let registry = Registry::start();
         registry.push(&images().src("busybox"), "tests/busybox:1");
         Env {

@@ -20,12 +20,7 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let kernel = a3s_box::paths::kernel(None);
-        assert!(
-            kernel.exists(),
-            "no guest kernel at {} — run scripts/build-kernel",
-            kernel.display()
-        );
+        let kernel = common::guest_kernel();
         let base = std::env::temp_dir().join(format!("a3s-e2e-run-{}", std::process::id()));
         let rootfs = base.join("root");
         for d in ["bin", "etc", "tmp", "root", "home/user"] {

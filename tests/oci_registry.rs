@@ -37,9 +37,8 @@ fn blobs(home: &Path) -> Vec<String> {
 fn pull_over_plain_http_lists_inspects_and_unpacks_the_image() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "test/busybox:1");
+    let name = reg.push(&imgs.src("busybox"), "test/busybox:1");
     let home = TempDir::new("home");
-    let name = format!("{}/test/busybox:1", reg.host());
 
     let out = ok(a3s(home.path(), &["pull", &name]));
     let lines: Vec<&str> = out.lines().collect();
@@ -138,9 +137,8 @@ fn pull_over_plain_http_lists_inspects_and_unpacks_the_image() {
 fn ensure_rootfs_pulls_a_missing_image_or_says_how_to_get_it() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "lazy:1");
+    let name = reg.push(&imgs.src("busybox"), "lazy:1");
     let home = TempDir::new("home");
-    let name = format!("{}/lazy:1", reg.host());
     std::env::set_var("A3S_BOX_HOME", home.path());
     let store = ImageStore::open(home.path()).unwrap();
     let r = Reference::parse(&name).unwrap();
@@ -158,9 +156,8 @@ fn ensure_rootfs_pulls_a_missing_image_or_says_how_to_get_it() {
 fn tag_then_rmi_untags_first_and_deletes_with_the_last_name() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "app:1");
+    let name = reg.push(&imgs.src("busybox"), "app:1");
     let home = TempDir::new("home");
-    let name = format!("{}/app:1", reg.host());
     ok(a3s(home.path(), &["pull", "-q", &name]));
     ok(a3s(home.path(), &["tag", &name, "mine:v2"]));
     let names = ok(a3s(
@@ -194,11 +191,9 @@ fn tag_then_rmi_untags_first_and_deletes_with_the_last_name() {
 fn rmi_refuses_an_image_a_box_uses_unless_forced_and_prune_keeps_it() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "used:1");
-    reg.push(&imgs.src("tiny-arm64"), "unused:1");
+    let used = reg.push(&imgs.src("busybox"), "used:1");
+    let unused = reg.push(&imgs.src("tiny-arm64"), "unused:1");
     let home = TempDir::new("home");
-    let used = format!("{}/used:1", reg.host());
-    let unused = format!("{}/unused:1", reg.host());
     ok(a3s(home.path(), &["pull", "-q", &used]));
     ok(a3s(
         home.path(),
@@ -239,9 +234,8 @@ fn rmi_refuses_an_image_a_box_uses_unless_forced_and_prune_keeps_it() {
 fn image_prune_without_all_removes_only_dangling_images() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "app:1");
+    let name = reg.push(&imgs.src("busybox"), "app:1");
     let home = TempDir::new("home");
-    let name = format!("{}/app:1", reg.host());
     ok(a3s(home.path(), &["pull", "-q", &name]));
     // Re-point the tag at another image: the first becomes dangling.
     reg.push(&imgs.src("tiny-arm64"), "app:1");
@@ -268,9 +262,8 @@ fn image_prune_without_all_removes_only_dangling_images() {
 fn pull_with_platform_selects_the_matching_manifest_from_an_index() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("multi"), "multi:1");
+    let name = reg.push(&imgs.src("multi"), "multi:1");
     let home = TempDir::new("home");
-    let name = format!("{}/multi:1", reg.host());
     ok(a3s(
         home.path(),
         &["pull", "-q", "--platform", "linux/arm64", &name],
@@ -302,12 +295,11 @@ fn pull_over_tls_with_basic_auth_needs_a_login_and_rejects_a_wrong_password() {
     let certs = TempDir::new("tls");
     let tls = make_tls(certs.path(), "reg");
     let reg = Registry::start_with(Some(&tls), Some(("alice", "s3cret")));
-    reg.push(&imgs.src("busybox"), "private:1");
+    let name = reg.push(&imgs.src("busybox"), "private:1");
     let home = TempDir::new("home");
     let ca_dir = home.path().join("certs.d").join(reg.host());
     std::fs::create_dir_all(&ca_dir).unwrap();
     std::fs::copy(&tls.ca, ca_dir.join("ca.crt")).unwrap();
-    let name = format!("{}/private:1", reg.host());
 
     let o = a3s(home.path(), &["pull", &name]);
     assert_eq!(o.status.code(), Some(125));
@@ -354,12 +346,11 @@ fn pull_over_tls_with_an_untrusted_certificate_fails_with_a_tls_error() {
     let tls = make_tls(certs.path(), "reg");
     let other = make_tls(certs.path(), "other");
     let reg = Registry::start_with(Some(&tls), None);
-    reg.push(&imgs.src("tiny-arm64"), "x:1");
+    let name = reg.push(&imgs.src("tiny-arm64"), "x:1");
     let home = TempDir::new("home");
     let ca_dir = home.path().join("certs.d").join(reg.host());
     std::fs::create_dir_all(&ca_dir).unwrap();
     std::fs::copy(&other.ca, ca_dir.join("ca.crt")).unwrap();
-    let name = format!("{}/x:1", reg.host());
     let o = a3s(home.path(), &["pull", "--platform", "linux/arm64", &name]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("TLS with registry"), "{}", stderr(&o));
@@ -429,8 +420,7 @@ fn a_write_error_mid_pull_leaves_no_image_and_the_next_pull_succeeds() {
     use std::process::Command;
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "wfail:1");
-    let name = format!("{}/wfail:1", reg.host());
+    let name = reg.push(&imgs.src("busybox"), "wfail:1");
     let home = TempDir::new("home");
     // A file size limit of 64 KiB makes writing the busybox layer (about 1 MB) fail
     // part way, as a full disk would.
@@ -540,11 +530,9 @@ fn registry_killed_mid_pull_retries_then_fails_and_a_later_pull_resumes() {
 fn lru_eviction_keeps_the_cache_under_its_limit_but_never_evicts_a_used_image() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "a:1");
-    reg.push(&imgs.src("tiny-arm64"), "b:1");
+    let a = reg.push(&imgs.src("busybox"), "a:1");
+    let b = reg.push(&imgs.src("tiny-arm64"), "b:1");
     let home = TempDir::new("home");
-    let a = format!("{}/a:1", reg.host());
-    let b = format!("{}/b:1", reg.host());
     ok(a3s(home.path(), &["pull", "-q", &a]));
     // A limit below one image: pulling b evicts a (older, unused), not b itself.
     ok(a3s_env(
@@ -600,9 +588,8 @@ fn skopeo_inspect(reference: &str) -> serde_json::Value {
 fn pushed_images_are_readable_by_skopeo_and_reuse_blobs_the_registry_has() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "src/busybox:1");
+    let src = reg.push(&imgs.src("busybox"), "src/busybox:1");
     let home = TempDir::new("home");
-    let src = format!("{}/src/busybox:1", reg.host());
     ok(a3s(home.path(), &["pull", "-q", &src]));
     let id = inspect(home.path(), &src)["Id"]
         .as_str()
@@ -682,9 +669,8 @@ fn large_blobs_are_pushed_in_chunks() {
 fn saved_archives_load_back_and_other_tools_read_them() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "keep:1");
+    let name = reg.push(&imgs.src("busybox"), "keep:1");
     let home = TempDir::new("home");
-    let name = format!("{}/keep:1", reg.host());
     ok(a3s(home.path(), &["pull", "-q", &name]));
     let id = inspect(home.path(), &name)["Id"]
         .as_str()
@@ -739,10 +725,9 @@ fn saved_archives_load_back_and_other_tools_read_them() {
 fn docker_schema2_and_zstd_images_pull_and_unpack() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push_with(&imgs.src("busybox"), "v2s2:1", &["--format", "v2s2"]);
+    let name = reg.push_with(&imgs.src("busybox"), "v2s2:1", &["--format", "v2s2"]);
     let home = TempDir::new("home");
     let store = ImageStore::open(home.path()).unwrap();
-    let name = format!("{}/v2s2:1", reg.host());
     ok(a3s(home.path(), &["pull", "-q", &name]));
     let rec = store.resolve(&name).unwrap();
     assert_eq!(
@@ -787,8 +772,7 @@ fn docker_schema2_and_zstd_images_pull_and_unpack() {
         &diff,
         "application/vnd.oci.image.layer.v1.tar+zstd",
     );
-    reg.push(&src, "zstd:1");
-    let name = format!("{}/zstd:1", reg.host());
+    let name = reg.push(&src, "zstd:1");
     ok(a3s(home.path(), &["pull", "-q", &name]));
     let p = store
         .ensure_rootfs(&Reference::parse(&name).unwrap(), false, false)
@@ -803,9 +787,8 @@ fn docker_schema2_and_zstd_images_pull_and_unpack() {
 fn concurrent_pulls_of_one_image_serialise_and_store_it_once() {
     let imgs = images();
     let reg = Registry::start();
-    reg.push(&imgs.src("busybox"), "same:1");
+    let name = reg.push(&imgs.src("busybox"), "same:1");
     let home = TempDir::new("home");
-    let name = format!("{}/same:1", reg.host());
     let children: Vec<_> = (0..3)
         .map(|_| {
             std::process::Command::new(BIN)

@@ -107,6 +107,17 @@ pub fn box_logs(home: &Path, lines: usize) -> String {
     text
 }
 
+/// The guest kernel the boxes boot, which must have been built already.
+pub fn guest_kernel() -> std::path::PathBuf {
+    let k = a3s_box::paths::kernel(None);
+    assert!(
+        k.exists(),
+        "no guest kernel at {} — run scripts/build-kernel first",
+        k.display()
+    );
+    k
+}
+
 /// The `a3s-box` binary under test: `$A3S_BOX_BIN` when set (`scripts/test` points
 /// it at the release build, which is what users run and which boots far faster as
 /// a guest's `/init` than a debug build), else the one cargo built for this test.

@@ -253,21 +253,24 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Copies `src` (a skopeo source such as `oci:DIR:tag`) to `repo:tag` here.
-    pub fn push(&self, src: &str, dest: &str) {
-        self.push_with(src, dest, &["--all", "--preserve-digests"]);
+    /// Copies `src` (a skopeo source such as `oci:DIR:tag`) to `repo:tag` here;
+    /// returns the image's full reference (`host:port/repo:tag`).
+    pub fn push(&self, src: &str, dest: &str) -> String {
+        self.push_with(src, dest, &["--all", "--preserve-digests"])
     }
 
     /// Like [`Self::push`], with other skopeo flags (manifest format, compression).
-    pub fn push_with(&self, src: &str, dest: &str, flags: &[&str]) {
+    pub fn push_with(&self, src: &str, dest: &str, flags: &[&str]) -> String {
         let mut cmd = Command::new(need("skopeo"));
         cmd.args(["copy", "--quiet", "--dest-tls-verify=false"])
             .args(flags);
         if let Some((u, p)) = &self.creds {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
-        cmd.arg(src).arg(format!("docker://{}/{dest}", self.host()));
+        let reference = format!("{}/{dest}", self.host());
+        cmd.arg(src).arg(format!("docker://{reference}"));
         run(&mut cmd);
+        reference
     }
 
     /// Where the registry keeps blob `hex`.
@@ -407,35 +410,13 @@ fn build_images() -> Images {
     ]);
 
     // The arm64 image is made by hand: one uncompressed layer.
-    let mut tar = tar::Builder::new(Vec::new());
-    let data = b"arm64 image\n";
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
-    tar.append_data(&mut h, "etc/arch", &data[..]).unwrap();
-    let layer = tar.into_inner().unwrap();
-    let layer_d = put_blob(&layout, &layer);
-    let config = serde_json::json!({
-        "architecture": "arm64", "os": "linux",
-        "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_d}")]},
-    });
-    let config_b = serde_json::to_vec(&config).unwrap();
-    let config_d = put_blob(&layout, &config_b);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": format!("sha256:{config_d}"), "size": config_b.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": format!("sha256:{layer_d}"), "size": layer.len()}],
-    });
-    let arm_b = serde_json::to_vec(&manifest).unwrap();
-    let arm_d = put_blob(&layout, &arm_b);
+    let (arm_b, arm_d, _) = one_file_image(
+        &layout,
+        "arm64",
+        serde_json::json!({"Cmd": ["/bin/true"]}),
+        "etc/arch",
+        b"arm64 image\n",
+    );
 
     let index_path = layout.join("index.json");
     let mut index: serde_json::Value =
@@ -475,6 +456,48 @@ fn build_images() -> Images {
     Images { dir: layout }
 }
 
+/// Writes into the OCI layout `layout` a one-layer image for `arch` whose
+/// uncompressed layer holds one regular file; `config` is its config's
+/// `config` object. Returns the manifest's bytes and hex digest, and the
+/// layer's hex digest.
+fn one_file_image(
+    layout: &Path,
+    arch: &str,
+    config: serde_json::Value,
+    path: &str,
+    data: &[u8],
+) -> (Vec<u8>, String, String) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    // The unpacker parses these; left blank they are not numbers.
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, path, data).unwrap();
+    let layer = tar.into_inner().unwrap();
+    let layer_d = put_blob(layout, &layer);
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux", "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_d}")]},
+    });
+    let config_b = serde_json::to_vec(&config).unwrap();
+    let config_d = put_blob(layout, &config_b);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{config_d}"), "size": config_b.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": format!("sha256:{layer_d}"), "size": layer.len()}],
+    });
+    let manifest_b = serde_json::to_vec(&manifest).unwrap();
+    let manifest_d = put_blob(layout, &manifest_b);
+    (manifest_b, manifest_d, layer_d)
+}
+
 /// Adds `data` as a blob of an OCI layout; returns its hex digest.
 pub fn put_blob(layout: &Path, data: &[u8]) -> String {
     let hex = sha256_hex(data);
@@ -495,32 +518,8 @@ pub fn big_image(dir: &Path, size: usize) -> String {
     let mut data = vec![0u8; size];
     let mut f = std::fs::File::open("/dev/urandom").unwrap();
     f.read_exact(&mut data).unwrap();
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_cksum();
-    tar.append_data(&mut h, "big.bin", &data[..]).unwrap();
-    let layer = tar.into_inner().unwrap();
-    let layer_d = put_blob(&layout, &layer);
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_d}")]},
-    });
-    let config_b = serde_json::to_vec(&config).unwrap();
-    let config_d = put_blob(&layout, &config_b);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": format!("sha256:{config_d}"), "size": config_b.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": format!("sha256:{layer_d}"), "size": layer.len()}],
-    });
-    let m_b = serde_json::to_vec(&manifest).unwrap();
-    let m_d = put_blob(&layout, &m_b);
+    let (m_b, m_d, layer_d) =
+        one_file_image(&layout, "amd64", serde_json::json!({}), "big.bin", &data);
     let index = serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",

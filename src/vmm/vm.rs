@@ -182,7 +182,7 @@ fn kick_loop(epoll: &Epoll, kicks: &[Kick], bus: &Bus) {
             // Clears the counter: any number of kicks asks for one pass.
             let _ = kick.evt.read();
             if let Some((_, transport)) = bus.virtio.get(kick.device) {
-                transport.lock().unwrap().notify_queue(kick.queue);
+                transport.lock().unwrap().queue_notify(kick.queue);
             }
         }
     }

@@ -378,14 +378,9 @@ impl MmioTransport {
         self.queues.len()
     }
 
-    /// The driver wrote `value` to QueueNotify, seen by the hypervisor
-    /// rather than as a vCPU exit (see [`QUEUE_NOTIFY_OFFSET`]): the same
-    /// as that write.
-    pub fn notify_queue(&mut self, value: u32) {
-        self.queue_notify(value);
-    }
-
-    fn queue_notify(&mut self, value: u32) {
+    /// The driver wrote `value` to QueueNotify: as a register write, or seen
+    /// by the hypervisor instead of a vCPU exit (see [`QUEUE_NOTIFY_OFFSET`]).
+    pub fn queue_notify(&mut self, value: u32) {
         if !self.activated {
             return;
         }

@@ -380,6 +380,23 @@ fn exec_request(cfg: &BoxConfig) -> ExecRequest {
 
 /// Runs box `id` until it ends; returns the shim's exit code (0: the box ran and its
 /// end is recorded; 125: it could not be started).
+/// Listens on the Unix socket `path` so that the name appears only once
+/// connections are accepted: clients wait for the file to exist, and a socket
+/// that is bound but not yet listening refuses them. So the socket is bound
+/// and made to listen under a temporary name, then renamed into place.
+fn listen_at(path: &Path) -> std::io::Result<UnixListener> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
 pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
     let dir = store.box_dir(id);
     let fail = |msg: String| {
@@ -466,7 +483,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         let _ = vm_tx.send(running.wait());
     });
 
-    let listener = match UnixListener::bind(sockets.join(SHIM_SOCKET)) {
+    let listener = match listen_at(&sockets.join(SHIM_SOCKET)) {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {SHIM_SOCKET}: {e}")),
     };
@@ -649,6 +666,27 @@ mod tests {
         vmm.write_all(b"ERR no").unwrap();
         drop(vmm);
         assert_eq!(read_reply_line(&mut client).unwrap(), b"ERR no");
+    }
+
+    #[test]
+    fn listen_at_leaves_only_the_final_name_and_it_accepts() {
+        let dir = std::env::temp_dir().join(format!("a3s-shim-listen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(SHIM_SOCKET);
+        let listener = listen_at(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [SHIM_SOCKET], "no temporary name is left behind");
+        let mut client = UnixStream::connect(&path).unwrap();
+        client.write_all(b"x").unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut got = [0u8; 1];
+        accepted.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -422,15 +422,27 @@ impl Terminal {
         use std::io::Read;
         let (master, slave) = open_pty(rows, cols);
         let e = env();
-        let child = Command::new(common::bin())
-            .args(args)
+        let mut cmd = Command::new(common::bin());
+        cmd.args(args)
             .env("A3S_BOX_HOME", &e.home)
             .env("A3S_BOX_KERNEL", &e.kernel)
             .stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
-            .stderr(slave)
-            .spawn()
-            .unwrap();
+            .stderr(slave);
+        // As under a terminal emulator: the client leads a session whose
+        // controlling terminal is the pty, so a resize sends it SIGWINCH.
+        // SAFETY: setsid and ioctl are async-signal-safe and touch no memory
+        // of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         {
             let seen = seen.clone();
@@ -481,7 +493,8 @@ impl Terminal {
 
     fn resize(&self, rows: u16, cols: u16) {
         set_pty_size(&self.master, rows, cols);
-        // The client checks the terminal size a few times a second.
+        // The client hears SIGWINCH and sends the new size from one thread while
+        // another forwards keys: give the size a head start on the next keys.
         std::thread::sleep(Duration::from_millis(800));
     }
 

@@ -2,9 +2,10 @@
 //! forwards stdin (and terminal size), prints the output, returns the exit code.
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::proto::{read_message, write_message, FrameError, Message, MAX_DATA};
 
@@ -50,22 +51,71 @@ pub fn terminal_size() -> Option<(u16, u16)> {
     (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
+/// The write end of the pipe `on_winch` signals through, or -1.
+static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    let fd = WINCH_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: errno is thread-local; the handler saves and restores it
+        // around write(2), which is async-signal-safe. A full pipe (the reader
+        // already has a wakeup pending) fails with EAGAIN, which is fine.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(fd, [0u8].as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// Wakeups for terminal size changes: a byte arrives on the returned pipe on
+/// every SIGWINCH. Set up once per process.
+fn winch_events() -> std::io::Result<std::fs::File> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two new descriptors or fails.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fds[0] is a descriptor just created and owned by nobody else.
+    let read_end = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    // The read end blocks; only the handler's end must never.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(fds[0], libc::F_SETFL, 0) };
+    WINCH_PIPE.store(fds[1], Ordering::Relaxed);
+    // SAFETY: a zeroed sigaction with a handler that only does async-signal-safe
+    // work; SA_RESTART keeps the other threads' blocking calls going.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_winch as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(read_end)
+}
+
 /// Pumps one session over `conn` until `Exit`: stdin (when `stdin`) and terminal
 /// size changes (when `tty`) go in, output comes out. Returns the exit code.
 pub fn pump(conn: UnixStream, stdin: bool, tty: bool) -> Result<i32, FrameError> {
+    // Stdin and resizes come from two threads; each frame is written whole
+    // under the lock, so frames never interleave.
+    let writer = Arc::new(Mutex::new(conn.try_clone().map_err(FrameError::Io)?));
+    let send = move |w: &Mutex<UnixStream>, m: &Message| write_message(&mut *w.lock().unwrap(), m);
     if stdin {
-        let mut w = conn.try_clone().map_err(FrameError::Io)?;
+        let w = writer.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; MAX_DATA.min(32 * 1024)];
             let mut input = std::io::stdin().lock();
             loop {
                 match input.read(&mut buf) {
                     Ok(0) | Err(_) => {
-                        let _ = write_message(&mut w, &Message::StdinClose);
+                        let _ = send(&w, &Message::StdinClose);
                         return;
                     }
                     Ok(n) => {
-                        if write_message(&mut w, &Message::Stdin(buf[..n].to_vec())).is_err() {
+                        if send(&w, &Message::Stdin(buf[..n].to_vec())).is_err() {
                             return;
                         }
                     }
@@ -74,19 +124,24 @@ pub fn pump(conn: UnixStream, stdin: bool, tty: bool) -> Result<i32, FrameError>
         });
     }
     if tty {
-        let mut w = conn.try_clone().map_err(FrameError::Io)?;
+        let w = writer;
+        let mut winch = winch_events().map_err(FrameError::Io)?;
         std::thread::spawn(move || {
             let mut last = None;
             loop {
                 let now = terminal_size();
                 if now.is_some() && now != last {
                     let (rows, cols) = now.unwrap_or_default();
-                    if write_message(&mut w, &Message::Resize { rows, cols }).is_err() {
+                    if send(&w, &Message::Resize { rows, cols }).is_err() {
                         return;
                     }
                     last = now;
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                // Several signals may have queued up bytes: one size read covers them.
+                let mut buf = [0u8; 64];
+                if winch.read(&mut buf).is_err() {
+                    return;
+                }
             }
         });
     }
@@ -110,5 +165,19 @@ pub fn pump(conn: UnixStream, stdin: bool, tty: bool) -> Result<i32, FrameError>
             Some(_) => {}
             None => return Err(FrameError::Closed("the process's Exit")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_terminal_resize_signal_wakes_the_resize_thread() {
+        let mut events = winch_events().unwrap();
+        // SAFETY: raise(3) sends SIGWINCH to this thread; the handler is installed.
+        assert_eq!(unsafe { libc::raise(libc::SIGWINCH) }, 0);
+        let mut b = [0u8; 1];
+        assert_eq!(events.read(&mut b).unwrap(), 1);
     }
 }

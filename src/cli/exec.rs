@@ -44,6 +44,9 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     if argv.is_empty() {
         bail!("exec needs a command to run in {name}");
     }
+    if let Some(w) = &a.workdir {
+        super::run::check_workdir(w)?;
+    }
     let store = Store::open(&crate::paths::state_dir())?;
     let id = store.resolve(name)?;
     if store.live_state(&id)?.status != Status::Running {
@@ -52,10 +55,11 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     let cfg = store.config(&id)?;
     let mut env = cfg.env.clone();
     for e in &a.env {
-        let (k, v) = e
-            .split_once('=')
-            .with_context(|| format!("-e {e}: expected KEY=VALUE"))?;
-        env.push((k.to_string(), v.to_string()));
+        // Later entries win in the guest, so these override the box's.
+        match super::run::env_entry(e) {
+            Ok(p) => env.extend(p),
+            Err(()) => bail!("-e {e}: expected KEY=VALUE"),
+        }
     }
     let (rows, cols) = if a.tty {
         session::terminal_size().unwrap_or((24, 80))

@@ -70,12 +70,15 @@ pub struct RunArgs {
     args: Vec<String>,
 }
 
-/// Parses `KEY=VALUE` (or `KEY`, taking the value from this environment, as Docker).
-fn env_pair(s: &str) -> Option<(String, String)> {
+/// One `-e` or env-file entry: `KEY=VALUE`, or `KEY`, which takes the value
+/// from this environment and is left out when unset there (as Docker does).
+/// `Err` for an entry with no key.
+pub fn env_entry(s: &str) -> Result<Option<(String, String)>, ()> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
-        Some(_) => None,
-        None => std::env::var(s).ok().map(|v| (s.to_string(), v)),
+        Some((k, v)) if !k.is_empty() => Ok(Some((k.to_string(), v.to_string()))),
+        Some(_) => Err(()),
+        None if s.is_empty() => Err(()),
+        None => Ok(std::env::var(s).ok().map(|v| (s.to_string(), v))),
     }
 }
 
@@ -88,9 +91,9 @@ fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        match env_pair(line) {
-            Some(p) => out.push(p),
-            None => bail!("{}:{}: expected KEY=VALUE", path.display(), n + 1),
+        match env_entry(line) {
+            Ok(p) => out.extend(p),
+            Err(()) => bail!("{}:{}: expected KEY=VALUE", path.display(), n + 1),
         }
     }
     Ok(out)
@@ -129,6 +132,14 @@ fn merged_env(image_env: &[String], overrides: Vec<(String, String)>) -> Vec<(St
         }
     }
     env
+}
+
+/// Refuses a working directory that is not absolute, as Docker does.
+pub fn check_workdir(w: &str) -> anyhow::Result<()> {
+    if !w.starts_with('/') {
+        bail!("the working directory {w:?} is invalid, it needs to be an absolute path");
+    }
+    Ok(())
 }
 
 /// Starts the shim for box `id` in its own session, detached from this terminal.
@@ -212,14 +223,20 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     }
     let memory = parse_size(&a.memory)
         .with_context(|| format!("--memory {}: expected a size such as 512m or 1g", a.memory))?;
+    // Refused here, before a box exists, rather than by its VMM.
+    crate::vmm::memory::check_size(memory).with_context(|| format!("--memory {}", a.memory))?;
+    crate::vmm::vm::check_cpus(a.cpus).context("--cpus")?;
+    if let Some(w) = &a.workdir {
+        check_workdir(w)?;
+    }
     let mut overrides = Vec::new();
     for f in &a.env_file {
         overrides.extend(read_env_file(f)?);
     }
     for e in &a.env {
-        match env_pair(e) {
-            Some(p) => overrides.push(p),
-            None => bail!("-e {e}: expected KEY=VALUE"),
+        match env_entry(e) {
+            Ok(p) => overrides.extend(p),
+            Err(()) => bail!("-e {e}: expected KEY=VALUE"),
         }
     }
     let mut env = merged_env(&defaults.env, overrides);
@@ -332,6 +349,17 @@ mod tests {
             v(&["/bin/sh", "-c", "true"])
         );
         assert_eq!(command_line(&image(), Some(""), &v(&["ls"])), v(&["ls"]));
+    }
+
+    #[test]
+    fn env_entries_follow_docker() {
+        assert_eq!(env_entry("A=b=c"), Ok(Some(("A".into(), "b=c".into()))));
+        assert_eq!(env_entry("A="), Ok(Some(("A".into(), String::new()))));
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(env_entry("PATH"), Ok(Some(("PATH".into(), path))));
+        assert_eq!(env_entry("A3S_NOT_SET_ANYWHERE_9F2C"), Ok(None));
+        assert_eq!(env_entry("=x"), Err(()));
+        assert_eq!(env_entry(""), Err(()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub type GuestMemory = GuestMemoryMmap<()>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("guest memory of {0} bytes is too small (at least 16 MiB is needed)")]
+    #[error("guest memory of {0} bytes is too small (at least {min} MiB is needed)", min = MIN_SIZE >> 20)]
     TooSmall(u64),
     #[error("guest memory could not be mapped")]
     Map(#[source] vm_memory::mmap::FromRangesError),
@@ -29,11 +29,20 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
     }
 }
 
-/// Maps `size` bytes of guest RAM. Pages are touched only when the guest uses them.
-pub fn create(size: u64) -> Result<GuestMemory, MemoryError> {
-    if size < 16 << 20 {
+/// The least guest RAM a box boots with: the kernel and init need about this.
+pub const MIN_SIZE: u64 = 16 << 20;
+
+/// Refuses a RAM size no box can boot with.
+pub fn check_size(size: u64) -> Result<(), MemoryError> {
+    if size < MIN_SIZE {
         return Err(MemoryError::TooSmall(size));
     }
+    Ok(())
+}
+
+/// Maps `size` bytes of guest RAM. Pages are touched only when the guest uses them.
+pub fn create(size: u64) -> Result<GuestMemory, MemoryError> {
+    check_size(size)?;
     GuestMemoryMmap::from_ranges(&ram_ranges(size)).map_err(MemoryError::Map)
 }
 

@@ -44,7 +44,7 @@ pub enum VmmError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Boot(#[from] BootError),
-    #[error("{0} vCPUs requested: between 1 and 254 are supported")]
+    #[error("{0} vCPUs requested: between 1 and {MAX_VCPUS} are supported")]
     CpuCount(u32),
     #[error(
         "this host's KVM cannot run the guest: it failed to emulate an instruction ({0}) \
@@ -277,12 +277,20 @@ pub fn run(cfg: VmConfig) -> Result<VmExit, VmmError> {
     start(cfg)?.wait()
 }
 
+/// The most vCPUs a VM gets (the MP table's limit).
+pub const MAX_VCPUS: u32 = super::boot::mptable::MAX_CPUS as u32;
+
+/// The vCPU count `n`, if a VM can have that many.
+pub fn check_cpus(n: u32) -> Result<u8, VmmError> {
+    u8::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_VCPUS).contains(&u32::from(*n)))
+        .ok_or(VmmError::CpuCount(n))
+}
+
 /// Boots the VM and returns once its vCPUs run.
 pub fn start(cfg: VmConfig) -> Result<RunningVm, VmmError> {
-    let cpus = u8::try_from(cfg.cpus)
-        .ok()
-        .filter(|n| (1..=254).contains(n))
-        .ok_or(VmmError::CpuCount(cfg.cpus))?;
+    let cpus = check_cpus(cfg.cpus)?;
     boot::check_kernel(&cfg.kernel)?;
     let hv = PlatformHypervisor::open()?;
     let vm = hv.create_vm()?;

@@ -24,9 +24,13 @@ const INT_TYPE_EXTINT: u8 = 3;
 const CPU_ENABLED: u8 = 1;
 const CPU_BOOTSTRAP: u8 = 2;
 
+/// The most CPUs the table describes: APIC IDs are 8 bits, the IOAPIC takes
+/// the ID after the last CPU's, and 255 is the broadcast ID.
+pub const MAX_CPUS: u8 = 254;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MpTableError {
-    #[error("{0} vCPUs do not fit in the MP table (at most 254)")]
+    #[error("{0} vCPUs do not fit in the MP table (at most {MAX_CPUS})")]
     TooManyCpus(u8),
     #[error("the MP table does not fit in guest memory")]
     Write(#[source] vm_memory::GuestMemoryError),
@@ -42,7 +46,7 @@ fn checksum(bytes: &[u8]) -> u8 {
 /// Builds the floating pointer structure followed by the configuration table, for a
 /// table placed at guest address `at`.
 pub fn build(at: u64, cpus: u8) -> Result<Vec<u8>, MpTableError> {
-    if cpus == 0 || cpus > 254 {
+    if cpus == 0 || cpus > MAX_CPUS {
         return Err(MpTableError::TooManyCpus(cpus));
     }
     let ioapic_id = cpus; // the first APIC ID after the CPUs'

@@ -145,7 +145,9 @@ pub fn pump(conn: UnixStream, stdin: bool, tty: bool) -> Result<i32, FrameError>
             }
         });
     }
-    let mut r = conn;
+    // Frame headers come from the buffer; payloads larger than it are read
+    // straight into their own buffers.
+    let mut r = std::io::BufReader::with_capacity(MAX_DATA, conn);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     loop {

@@ -22,8 +22,8 @@ use super::spawn::{self, Placement, SpawnFailure, Spec, Stdio};
 use super::supervisor::{Isolation, Supervisor};
 use super::{pty, user, workload, DEFAULT_PATH};
 use crate::proto::{
-    read_message, server_handshake, write_message, ExecRequest, FrameError, Message, LINGER_SECS,
-    MAX_DATA, PORT_EXEC, PORT_PTY,
+    read_message, seal_output_frame, server_handshake, write_message, ExecRequest, FrameError,
+    Message, OutputStream, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, PORT_EXEC, PORT_PTY,
 };
 
 /// How long output may keep coming after the process ended (from processes
@@ -66,6 +66,14 @@ impl Outbox {
     /// Sends `msg` unless `muted` is set (checked under the same lock, so
     /// nothing slips in after [`Outbox::send_last`]). Whether it was sent.
     pub fn send_unless(&self, muted: &AtomicBool, msg: &Message) -> bool {
+        match msg.encode() {
+            Ok(frame) => self.send_frame_unless(muted, &frame),
+            Err(_) => false,
+        }
+    }
+
+    /// Sends one whole encoded `frame`, as [`Outbox::send_unless`] does.
+    fn send_frame_unless(&self, muted: &AtomicBool, frame: &[u8]) -> bool {
         let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if muted.load(Ordering::SeqCst) {
             return false;
@@ -73,7 +81,7 @@ impl Outbox {
         let Some(out) = w.as_mut() else {
             return false;
         };
-        if write_message(out, msg).is_err() {
+        if out.write_all(frame).and_then(|()| out.flush()).is_err() {
             *w = None;
             return false;
         }
@@ -303,7 +311,7 @@ pub fn start(
 
     // Our ends of the process's stdio: (stdin writer, output readers).
     let mut stdin_w: Option<File> = None;
-    let mut outputs: Vec<(File, Framer)> = Vec::new();
+    let mut outputs: Vec<(File, OutputStream)> = Vec::new();
     let mut terminal = None;
     let stdio = match io {
         Io::Console => Stdio::Fds([
@@ -322,7 +330,7 @@ pub fn start(
             ));
             outputs.push((
                 File::from(t.master.try_clone().map_err(|e| io_err("cannot dup", e))?),
-                Message::Stdout,
+                OutputStream::Stdout,
             ));
             terminal = Some(t.master);
             Stdio::Terminal(t.number)
@@ -339,8 +347,8 @@ pub fn start(
             };
             let (out_r, out_w) = spawn::pipe().map_err(|e| io_err("cannot create a pipe", e))?;
             let (err_r, err_w) = spawn::pipe().map_err(|e| io_err("cannot create a pipe", e))?;
-            outputs.push((File::from(out_r), Message::Stdout));
-            outputs.push((File::from(err_r), Message::Stderr));
+            outputs.push((File::from(out_r), OutputStream::Stdout));
+            outputs.push((File::from(err_r), OutputStream::Stderr));
             Stdio::Fds([stdin, out_w, err_w])
         }
     };
@@ -364,12 +372,12 @@ pub fn start(
             outbox.send(&Message::Started { pid });
             let (done_tx, done_rx) = mpsc::channel();
             let count = outputs.len();
-            for (src, frame) in outputs {
+            for (src, stream) in outputs {
                 let outbox = outbox.clone();
                 let done = done_tx.clone();
                 let muted = Arc::clone(&muted);
                 std::thread::spawn(move || {
-                    pump(src, &outbox, &muted, frame);
+                    pump(src, &outbox, &muted, stream);
                     let _ = done.send(());
                 });
             }
@@ -395,18 +403,19 @@ pub fn start(
     })
 }
 
-/// Makes the frame for a chunk of one output stream (`Message::Stdout`, …).
-type Framer = fn(Vec<u8>) -> Message;
-
 /// Copies one output stream into frames until it ends. A terminal's master
 /// reports EIO once the last holder of the slave is gone: that is its end.
-fn pump(mut src: File, outbox: &Outbox, muted: &AtomicBool, frame: Framer) {
-    let mut buf = vec![0u8; MAX_DATA];
+/// Output is read into the frame buffer behind the header and sent from there.
+fn pump(mut src: File, outbox: &Outbox, muted: &AtomicBool, stream: OutputStream) {
+    let mut frame = vec![0u8; DATA_HEADER_LEN + MAX_DATA];
     loop {
-        match src.read(&mut buf) {
+        match src.read(&mut frame[DATA_HEADER_LEN..]) {
             Ok(0) => return,
             Ok(n) => {
-                outbox.send_unless(muted, &frame(buf[..n].to_vec()));
+                let frame = &mut frame[..DATA_HEADER_LEN + n];
+                if seal_output_frame(frame, stream == OutputStream::Stderr).is_ok() {
+                    outbox.send_frame_unless(muted, frame);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return,

@@ -518,14 +518,17 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, FrameError
         }
     }
     let len = checked_len(head)?;
-    let mut body = Vec::new();
-    r.take(u64::try_from(len).unwrap_or(u64::MAX))
-        .read_to_end(&mut body)?;
-    if body.len() != len {
-        return Err(FrameError::Truncated);
-    }
-    let payload = body.split_off(1);
-    Ok(Some((body[0], payload)))
+    let truncated = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    };
+    let mut type_byte = [0u8; 1];
+    r.read_exact(&mut type_byte).map_err(truncated)?;
+    // The payload goes straight into a buffer of its exact size (at most
+    // MAX_FRAME, checked above), read with as few calls as the peer allows.
+    let mut payload = vec![0u8; len - 1];
+    r.read_exact(&mut payload).map_err(truncated)?;
+    Ok(Some((type_byte[0], payload)))
 }
 
 /// Writes one raw frame.
@@ -547,12 +550,37 @@ pub fn write_frame(w: &mut impl Write, type_byte: u8, payload: &[u8]) -> Result<
     Ok(())
 }
 
+/// Bytes before a data frame's payload: the length and the type.
+pub const DATA_HEADER_LEN: usize = 5;
+
+/// Makes `frame` one whole `Stdout` (or, with `stderr`, `Stderr`) frame by
+/// writing its header into the first [`DATA_HEADER_LEN`] bytes: the payload is
+/// what follows. Output is read straight into such a buffer and sent from it,
+/// with no copy; the bytes are those [`Message::encode`] gives.
+pub fn seal_output_frame(frame: &mut [u8], stderr: bool) -> Result<(), FrameError> {
+    let len = frame.len().saturating_sub(4);
+    if frame.len() < DATA_HEADER_LEN || len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len: u64::try_from(len).unwrap_or(u64::MAX),
+            max: MAX_FRAME,
+        });
+    }
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    frame[4] = if stderr { tag::STDERR } else { tag::STDOUT };
+    Ok(())
+}
+
 /// Reads and decodes one message; `None` at a clean end of the connection.
 pub fn read_message(r: &mut impl Read) -> Result<Option<Message>, FrameError> {
-    match read_frame(r)? {
-        None => Ok(None),
-        Some((t, payload)) => Message::decode(t, &payload).map(Some),
-    }
+    Ok(match read_frame(r)? {
+        None => None,
+        // Data frames are their payload: it becomes the message as it is.
+        Some((tag::STDOUT, data)) => Some(Message::Stdout(data)),
+        Some((tag::STDERR, data)) => Some(Message::Stderr(data)),
+        Some((tag::STDIN, data)) => Some(Message::Stdin(data)),
+        Some((t, payload)) => Some(Message::decode(t, &payload)?),
+    })
 }
 
 /// Encodes and writes one message with a single `write_all`.
@@ -968,6 +996,27 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
         assert!(write_frame(&mut Vec::new(), tag::STDOUT, &vec![0; MAX_FRAME]).is_err());
+    }
+
+    #[test]
+    fn a_sealed_output_frame_is_the_encoded_message() {
+        for (stderr, msg) in [
+            (false, Message::Stdout(b"out".to_vec())),
+            (true, Message::Stderr(b"err".to_vec())),
+            (false, Message::Stdout(Vec::new())),
+        ] {
+            let (Message::Stdout(data) | Message::Stderr(data)) = &msg else {
+                unreachable!()
+            };
+            let mut frame = vec![0xee; DATA_HEADER_LEN];
+            frame.extend_from_slice(data);
+            seal_output_frame(&mut frame, stderr).unwrap();
+            assert_eq!(frame, msg.encode().unwrap());
+            assert_eq!(read_message(&mut frame.as_slice()).unwrap(), Some(msg));
+        }
+        assert!(seal_output_frame(&mut [0; 4], false).is_err());
+        assert!(seal_output_frame(&mut vec![0; MAX_FRAME + 4], false).is_ok());
+        assert!(seal_output_frame(&mut vec![0; MAX_FRAME + 5], false).is_err());
     }
 
     #[test]

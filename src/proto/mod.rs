@@ -33,9 +33,9 @@ pub use cmdline::{
 };
 pub use frame::{
     client_handshake, decode_frame, expect_hello, hello_then, our_hello, read_frame, read_message,
-    server_handshake, write_frame, write_message, ExecRequest, FrameError, MainStatus, Message,
-    LINGER_SECS, MAX_DATA, MAX_FRAME, PORT_CONTROL, PORT_EXEC, PORT_PTY, VERSION_MAJOR,
-    VERSION_MINOR,
+    seal_output_frame, server_handshake, write_frame, write_message, ExecRequest, FrameError,
+    MainStatus, Message, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, MAX_FRAME, PORT_CONTROL,
+    PORT_EXEC, PORT_PTY, VERSION_MAJOR, VERSION_MINOR,
 };
 
 /// x86 I/O port through which the guest reports the workload's exit status.

@@ -543,7 +543,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
                 Ok((r, w))
             };
             let started = start();
-            let (mut r, w) = match started {
+            let (r, w) = match started {
                 Ok(rw) => rw,
                 Err(e) => {
                     shared.output(
@@ -555,6 +555,8 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
                 }
             };
             *shared.main_in.lock().unwrap() = Some(w);
+            // Output arrives as many small vsock packets: buffer the frame headers.
+            let mut r = std::io::BufReader::with_capacity(proto::MAX_DATA, r);
             loop {
                 match read_message(&mut r) {
                     Ok(Some(Message::Started { .. })) => {

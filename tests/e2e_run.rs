@@ -539,9 +539,11 @@ fn run_it_gives_an_interactive_shell_where_ctrl_c_reaches_the_workload() {
     t.wait_for("24 80");
     // Ctrl-C goes to the box's foreground process, not to the client: the
     // sleep dies of SIGINT and the shell carries on.
-    t.type_keys(b"sleep 1000\r");
-    // Time for the shell to start `sleep`.
-    std::thread::sleep(Duration::from_secs(2));
+    // The output (not the echoed keys) shows the shell is about to start
+    // `sleep`; a second more lets it, on the slowest emulated CPU.
+    t.type_keys(b"echo sleep-$((40 + 2)); sleep 1000\r");
+    t.wait_for("sleep-42");
+    std::thread::sleep(Duration::from_secs(1));
     t.type_keys(b"\x03");
     t.type_keys(b"echo after-sleep-$?\r");
     t.wait_for("after-sleep-130");

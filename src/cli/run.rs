@@ -50,8 +50,8 @@ pub struct RunArgs {
     /// program to run instead of the image's entrypoint
     #[argh(option)]
     entrypoint: Option<String>,
-    /// number of vCPUs
-    #[argh(option, default = "1")]
+    /// number of vCPUs (a whole number; 2.0 is read as 2)
+    #[argh(option, default = "1", from_str_fn(parse_cpus))]
     cpus: u32,
     /// memory, e.g. 512m
     #[argh(option, short = 'm', default = "String::from(\"512m\")")]
@@ -68,6 +68,23 @@ pub struct RunArgs {
     /// IMAGE (when no --rootfs) followed by the command and its arguments
     #[argh(positional, greedy)]
     args: Vec<String>,
+}
+
+/// `--cpus` as Docker writes it (`2`, `2.0`), as long as it is a whole number:
+/// a box's CPUs are vCPUs, and a fraction of one is not something it can have.
+fn parse_cpus(s: &str) -> Result<u32, String> {
+    let whole = match s.split_once('.') {
+        Some((w, frac)) if frac.bytes().all(|b| b == b'0') => w,
+        Some(_) => {
+            return Err(format!(
+                "a box gets whole vCPUs, and {s} is not a whole number"
+            ))
+        }
+        None => s,
+    };
+    whole
+        .parse()
+        .map_err(|_| format!("expected a number of vCPUs, such as 2, not {s:?}"))
 }
 
 /// One `-e` or env-file entry: `KEY=VALUE`, or `KEY`, which takes the value
@@ -349,6 +366,18 @@ mod tests {
             v(&["/bin/sh", "-c", "true"])
         );
         assert_eq!(command_line(&image(), Some(""), &v(&["ls"])), v(&["ls"]));
+    }
+
+    #[test]
+    fn cpus_are_whole_vcpus() {
+        assert_eq!(parse_cpus("2"), Ok(2));
+        assert_eq!(parse_cpus("2.0"), Ok(2));
+        assert_eq!(parse_cpus("3."), Ok(3));
+        assert!(parse_cpus("1.5").unwrap_err().contains("whole vCPUs"));
+        assert!(parse_cpus("0.5").unwrap_err().contains("whole vCPUs"));
+        assert!(parse_cpus("two").is_err());
+        assert!(parse_cpus("").is_err());
+        assert!(parse_cpus("-1").is_err());
     }
 
     #[test]

@@ -558,8 +558,12 @@ pub const DATA_HEADER_LEN: usize = 5;
 /// what follows. Output is read straight into such a buffer and sent from it,
 /// with no copy; the bytes are those [`Message::encode`] gives.
 pub fn seal_output_frame(frame: &mut [u8], stderr: bool) -> Result<(), FrameError> {
-    let len = frame.len().saturating_sub(4);
-    if frame.len() < DATA_HEADER_LEN || len > MAX_FRAME {
+    if frame.len() < DATA_HEADER_LEN {
+        // No room for the type byte.
+        return Err(FrameError::Empty);
+    }
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
         return Err(FrameError::TooLarge {
             len: u64::try_from(len).unwrap_or(u64::MAX),
             max: MAX_FRAME,
@@ -1014,7 +1018,10 @@ mod tests {
             assert_eq!(frame, msg.encode().unwrap());
             assert_eq!(read_message(&mut frame.as_slice()).unwrap(), Some(msg));
         }
-        assert!(seal_output_frame(&mut [0; 4], false).is_err());
+        assert!(matches!(
+            seal_output_frame(&mut [0; 4], false),
+            Err(FrameError::Empty)
+        ));
         assert!(seal_output_frame(&mut vec![0; MAX_FRAME + 4], false).is_ok());
         assert!(seal_output_frame(&mut vec![0; MAX_FRAME + 5], false).is_err());
     }

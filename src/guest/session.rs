@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -371,14 +371,15 @@ pub fn start(
         Io::Frames(outbox) => {
             outbox.send(&Message::Started { pid });
             let (done_tx, done_rx) = mpsc::channel();
-            let count = outputs.len();
-            for (src, stream) in outputs {
+            // One thread for all of the process's output: starting a thread
+            // costs milliseconds on a slow vCPU, on every exec.
+            let count = usize::from(!outputs.is_empty());
+            if count > 0 {
                 let outbox = outbox.clone();
-                let done = done_tx.clone();
                 let muted = Arc::clone(&muted);
                 std::thread::spawn(move || {
-                    pump(src, &outbox, &muted, stream);
-                    let _ = done.send(());
+                    pump(outputs, &outbox, &muted);
+                    let _ = done_tx.send(());
                 });
             }
             let tx = stdin_w.map(|w| {
@@ -403,22 +404,50 @@ pub fn start(
     })
 }
 
-/// Copies one output stream into frames until it ends. A terminal's master
-/// reports EIO once the last holder of the slave is gone: that is its end.
-/// Output is read into the frame buffer behind the header and sent from there.
-fn pump(mut src: File, outbox: &Outbox, muted: &AtomicBool, stream: OutputStream) {
+/// Copies the process's output streams into frames until each has ended. A
+/// terminal's master reports EIO once the last holder of the slave is gone:
+/// that is its end. Output is read into the frame buffer behind the header
+/// and sent from there.
+fn pump(mut sources: Vec<(File, OutputStream)>, outbox: &Outbox, muted: &AtomicBool) {
     let mut frame = vec![0u8; DATA_HEADER_LEN + MAX_DATA];
-    loop {
-        match src.read(&mut frame[DATA_HEADER_LEN..]) {
-            Ok(0) => return,
-            Ok(n) => {
-                let frame = &mut frame[..DATA_HEADER_LEN + n];
-                if seal_output_frame(frame, stream == OutputStream::Stderr).is_ok() {
-                    outbox.send_frame_unless(muted, frame);
+    while !sources.is_empty() {
+        let mut fds: Vec<libc::pollfd> = sources
+            .iter()
+            .map(|(f, _)| libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        // Walked backwards so an ended source can be removed in place.
+        for (i, pfd) in fds.iter().enumerate().rev() {
+            if pfd.revents == 0 {
+                continue;
+            }
+            let (src, stream) = &mut sources[i];
+            match src.read(&mut frame[DATA_HEADER_LEN..]) {
+                Ok(0) => {
+                    sources.remove(i);
+                }
+                Ok(n) => {
+                    let frame = &mut frame[..DATA_HEADER_LEN + n];
+                    if seal_output_frame(frame, *stream == OutputStream::Stderr).is_ok() {
+                        outbox.send_frame_unless(muted, frame);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    sources.remove(i);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
         }
     }
 }

@@ -395,16 +395,8 @@ impl Message {
                 }
             }
         }
-        let len = out.0.len() - 4;
-        let too_large = FrameError::TooLarge {
-            len: u64::try_from(len).unwrap_or(u64::MAX),
-            max: MAX_FRAME,
-        };
-        if len > MAX_FRAME {
-            return Err(too_large);
-        }
-        let len = u32::try_from(len).map_err(|_| too_large)?;
-        out.0[..4].copy_from_slice(&len.to_le_bytes());
+        let len = length_field(out.0.len() - 4)?;
+        out.0[..4].copy_from_slice(&len);
         Ok(out.0)
     }
 
@@ -531,19 +523,23 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, FrameError
     Ok(Some((type_byte[0], payload)))
 }
 
+/// The length field for a frame of `len` bytes after it, refused above
+/// [`MAX_FRAME`].
+fn length_field(len: usize) -> Result<[u8; 4], FrameError> {
+    match u32::try_from(len) {
+        Ok(n) if len <= MAX_FRAME => Ok(n.to_le_bytes()),
+        _ => Err(FrameError::TooLarge {
+            len: u64::try_from(len).unwrap_or(u64::MAX),
+            max: MAX_FRAME,
+        }),
+    }
+}
+
 /// Writes one raw frame.
 pub fn write_frame(w: &mut impl Write, type_byte: u8, payload: &[u8]) -> Result<(), FrameError> {
-    let len = payload.len() + 1;
-    let too_large = FrameError::TooLarge {
-        len: u64::try_from(len).unwrap_or(u64::MAX),
-        max: MAX_FRAME,
-    };
-    if len > MAX_FRAME {
-        return Err(too_large);
-    }
-    let len = u32::try_from(len).map_err(|_| too_large)?;
+    let len = length_field(payload.len() + 1)?;
     let mut frame = Vec::with_capacity(payload.len() + 5);
-    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&len);
     frame.push(type_byte);
     frame.extend_from_slice(payload);
     w.write_all(&frame)?;
@@ -562,15 +558,8 @@ pub fn seal_output_frame(frame: &mut [u8], stderr: bool) -> Result<(), FrameErro
         // No room for the type byte.
         return Err(FrameError::Empty);
     }
-    let len = frame.len() - 4;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge {
-            len: u64::try_from(len).unwrap_or(u64::MAX),
-            max: MAX_FRAME,
-        });
-    }
-    let len = u32::try_from(len).unwrap_or(u32::MAX);
-    frame[..4].copy_from_slice(&len.to_le_bytes());
+    let len = length_field(frame.len() - 4)?;
+    frame[..4].copy_from_slice(&len);
     frame[4] = if stderr { tag::STDERR } else { tag::STDOUT };
     Ok(())
 }

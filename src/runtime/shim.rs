@@ -378,8 +378,6 @@ fn exec_request(cfg: &BoxConfig) -> ExecRequest {
     }
 }
 
-/// Runs box `id` until it ends; returns the shim's exit code (0: the box ran and its
-/// end is recorded; 125: it could not be started).
 /// Listens on the Unix socket `path` so that the name appears only once
 /// connections are accepted: clients wait for the file to exist, and a socket
 /// that is bound but not yet listening refuses them. So the socket is bound
@@ -387,7 +385,7 @@ fn exec_request(cfg: &BoxConfig) -> ExecRequest {
 fn listen_at(path: &Path) -> std::io::Result<UnixListener> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".new");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
@@ -397,6 +395,8 @@ fn listen_at(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Runs box `id` until it ends; returns the shim's exit code (0: the box ran and its
+/// end is recorded; 125: it could not be started).
 pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
     let dir = store.box_dir(id);
     let fail = |msg: String| {

@@ -26,11 +26,11 @@ const VERSION: u32 = 2;
 /// "A3SB".
 const VENDOR_ID: u32 = 0x4133_5342;
 
-/// Register offsets (virtio 1.2 table 4.1).
 /// Offset of the QueueNotify register in a device's window: the driver
 /// writes a queue's index there to notify it.
 pub const QUEUE_NOTIFY_OFFSET: u64 = reg::QUEUE_NOTIFY;
 
+/// Register offsets (virtio 1.2 table 4.1).
 mod reg {
     pub const MAGIC_VALUE: u64 = 0x000;
     pub const VERSION: u64 = 0x004;

@@ -81,9 +81,6 @@ fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
-/// Accepts only a name that stays in its directory: not empty, not `.` or
-/// `..`, no `/`. The Linux FUSE client never sends anything else (it walks
-/// `.` and `..` itself), so only a hostile guest sees this error.
 /// The answer to a LOOKUP of a name that does not exist, which the guest
 /// keeps for `timeout` (FUSE: a zero node ID with a nonzero entry timeout).
 fn negative_entry(timeout: Duration) -> Entry {
@@ -98,6 +95,9 @@ fn negative_entry(timeout: Duration) -> Entry {
     }
 }
 
+/// Accepts only a name that stays in its directory: not empty, not `.` or
+/// `..`, no `/`. The Linux FUSE client never sends anything else (it walks
+/// `.` and `..` itself), so only a hostile guest sees this error.
 pub(super) fn check_name(name: &CStr) -> io::Result<()> {
     match name.to_bytes() {
         b"" | b"." | b".." => Err(errno(libc::EINVAL)),

@@ -195,6 +195,12 @@ impl Shared {
         cv.notify_all();
     }
 
+    /// The main process never ran: tells the clients why and ends with 125.
+    fn fail_start(&self, why: std::fmt::Arguments<'_>) {
+        self.output("stderr", format!("a3s-box: {why}\n").as_bytes());
+        self.finish(125);
+    }
+
     fn ended(&self) -> bool {
         self.end.0.lock().unwrap().1
     }
@@ -517,12 +523,8 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
             ) {
                 Ok(c) => c,
                 Err(e) => {
-                    shared.output(
-                        "stderr",
-                        format!("a3s-box: the guest did not start: {e}\n").as_bytes(),
-                    );
                     // Nothing will ever run in this VM: end the box.
-                    shared.finish(125);
+                    shared.fail_start(format_args!("the guest did not start: {e}"));
                     return;
                 }
             };
@@ -546,11 +548,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
             let (r, w) = match started {
                 Ok(rw) => rw,
                 Err(e) => {
-                    shared.output(
-                        "stderr",
-                        format!("a3s-box: cannot start the main process: {e}\n").as_bytes(),
-                    );
-                    shared.finish(125);
+                    shared.fail_start(format_args!("cannot start the main process: {e}"));
                     return;
                 }
             };

@@ -1,12 +1,12 @@
 //! `a3s-box exec`: run a further process in a running box, over the guest's exec
 //! (or PTY) port.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context};
 use argh::FromArgs;
 
 use super::session;
-use std::time::{Duration, Instant};
-
 use crate::proto::{
     expect_hello, hello_then, ExecRequest, FrameError, Message, PORT_EXEC, PORT_PTY,
 };
@@ -56,10 +56,7 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     let mut env = cfg.env.clone();
     for e in &a.env {
         // Later entries win in the guest, so these override the box's.
-        match super::run::env_entry(e) {
-            Ok(p) => env.extend(p),
-            Err(()) => bail!("-e {e}: expected KEY=VALUE"),
-        }
+        env.extend(super::run::env_flag(e)?);
     }
     let (rows, cols) = if a.tty {
         session::terminal_size().unwrap_or((24, 80))

@@ -99,6 +99,11 @@ pub fn env_entry(s: &str) -> Result<Option<(String, String)>, ()> {
     }
 }
 
+/// One `-e` flag, as [`env_entry`] reads it.
+pub fn env_flag(e: &str) -> anyhow::Result<Option<(String, String)>> {
+    env_entry(e).map_err(|()| anyhow::anyhow!("-e {e}: expected KEY=VALUE"))
+}
+
 fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read env file {}", path.display()))?;
@@ -251,10 +256,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         overrides.extend(read_env_file(f)?);
     }
     for e in &a.env {
-        match env_entry(e) {
-            Ok(p) => overrides.extend(p),
-            Err(()) => bail!("-e {e}: expected KEY=VALUE"),
-        }
+        overrides.extend(env_flag(e)?);
     }
     let mut env = merged_env(&defaults.env, overrides);
     if a.tty {

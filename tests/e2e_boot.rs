@@ -11,10 +11,6 @@ use std::sync::OnceLock;
 
 use a3s_box::proto::READY_LINE;
 
-fn kernel() -> PathBuf {
-    common::guest_kernel()
-}
-
 /// An initramfs with our binary as /init and busybox, built once per test run.
 fn busybox_initrd() -> &'static PathBuf {
     static INITRD: OnceLock<PathBuf> = OnceLock::new();
@@ -32,7 +28,7 @@ fn busybox_initrd() -> &'static PathBuf {
 }
 
 fn shim(args: &[&str]) -> Output {
-    shim_with(&kernel(), args)
+    shim_with(&common::guest_kernel(), args)
 }
 
 fn shim_with(kernel: &std::path::Path, args: &[&str]) -> Output {
@@ -157,7 +153,7 @@ fn virtio_rng_feeds_the_guest_hwrng() {
 #[test]
 #[ignore = "boots a real guest: run inside scripts/kvm-harness (scripts/test does)"]
 fn bzimage_boots_too() {
-    let bz = kernel().with_file_name("bzImage");
+    let bz = common::guest_kernel().with_file_name("bzImage");
     let initrd = busybox_initrd().to_str().unwrap().to_owned();
     let out = shim_with(
         &bz,

@@ -71,6 +71,13 @@ fn state_of(id: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
+/// Box `id` is recorded as exited with `code`.
+fn assert_exited(id: &str, code: i32) {
+    let st = state_of(id);
+    assert_eq!(st["status"], "exited");
+    assert_eq!(st["exit_code"], code);
+}
+
 fn detached(name: &str, cmd: &[&str]) -> String {
     detached_with(&[], name, cmd)
 }
@@ -249,9 +256,7 @@ fn attach_feeds_the_main_process_and_returns_its_exit_code() {
     assert_eq!(stdout(&out), "got:hello\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err:hello\n");
     assert_eq!(out.status.code(), Some(7));
-    let st = state_of(&id);
-    assert_eq!(st["status"], "exited");
-    assert_eq!(st["exit_code"], 7);
+    assert_exited(&id, 7);
 }
 
 #[test]
@@ -313,9 +318,7 @@ fn stop_delivers_sigterm_to_the_workload() {
     let out = a3s(&["stop", "trapper"], None);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "trapper\n");
-    let st = state_of(&id);
-    assert_eq!(st["status"], "exited");
-    assert_eq!(st["exit_code"], 42);
+    assert_exited(&id, 42);
 }
 
 #[test]
@@ -329,9 +332,7 @@ fn stop_ends_a_workload_that_ignores_sigterm_after_the_grace_period() {
         t.elapsed() >= Duration::from_secs(2),
         "stop returned before the grace period"
     );
-    let st = state_of(&id);
-    assert_eq!(st["status"], "exited");
-    assert_eq!(st["exit_code"], 137);
+    assert_exited(&id, 137);
 }
 
 #[test]

@@ -22,8 +22,8 @@ use super::spawn::{self, Placement, SpawnFailure, Spec, Stdio};
 use super::supervisor::{Isolation, Supervisor};
 use super::{pty, user, workload, DEFAULT_PATH};
 use crate::proto::{
-    read_message, seal_output_frame, server_handshake, write_message, ExecRequest, FrameError,
-    Message, OutputStream, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, PORT_EXEC, PORT_PTY,
+    read_message, seal_output_frame, server_handshake, ExecRequest, FrameError, Message,
+    OutputStream, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, PORT_EXEC, PORT_PTY,
 };
 
 /// How long output may keep coming after the process ended (from processes
@@ -75,17 +75,7 @@ impl Outbox {
     /// Sends one whole encoded `frame`, as [`Outbox::send_unless`] does.
     fn send_frame_unless(&self, muted: &AtomicBool, frame: &[u8]) -> bool {
         let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if muted.load(Ordering::SeqCst) {
-            return false;
-        }
-        let Some(out) = w.as_mut() else {
-            return false;
-        };
-        if out.write_all(frame).and_then(|()| out.flush()).is_err() {
-            *w = None;
-            return false;
-        }
-        true
+        !muted.load(Ordering::SeqCst) && write_or_drop(&mut w, frame)
     }
 
     /// Sends `msg`.
@@ -97,14 +87,8 @@ impl Outbox {
     pub fn send_last(&self, muted: &AtomicBool, msg: &Message) -> bool {
         let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
         muted.store(true, Ordering::SeqCst);
-        let Some(out) = w.as_mut() else {
-            return false;
-        };
-        if write_message(out, msg).is_err() {
-            *w = None;
-            return false;
-        }
-        true
+        msg.encode()
+            .is_ok_and(|frame| write_or_drop(&mut w, &frame))
     }
 
     fn error(&self, message: impl Into<String>) {
@@ -112,6 +96,19 @@ impl Outbox {
             message: message.into(),
         });
     }
+}
+
+/// Writes `frame` to the connection in `w`, which is dropped (and every later
+/// frame with it) once a write fails. Whether it was written.
+fn write_or_drop(w: &mut Option<Box<dyn Write + Send>>, frame: &[u8]) -> bool {
+    let Some(out) = w.as_mut() else {
+        return false;
+    };
+    if out.write_all(frame).and_then(|()| out.flush()).is_err() {
+        *w = None;
+        return false;
+    }
+    true
 }
 
 /// What the host can do to a running process.
@@ -702,7 +699,9 @@ pub fn start_console_main(sup: &Arc<Supervisor>, argv: &[String]) {
 mod tests {
     use super::*;
     use crate::guest::supervisor::{Main, Reaping};
-    use crate::proto::{client_handshake, exec_client, MainStatus, OutputStream, VERSION_MAJOR};
+    use crate::proto::{
+        client_handshake, exec_client, write_message, MainStatus, OutputStream, VERSION_MAJOR,
+    };
     use std::sync::atomic::AtomicUsize;
 
     fn supervisor() -> (Arc<Supervisor>, Arc<AtomicUsize>) {

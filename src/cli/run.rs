@@ -273,7 +273,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         id: String::new(),
         name: a.name.clone().unwrap_or_default(),
         rootfs: rootfs.to_string_lossy().into_owned(),
+        layer: None,
+        image_name: image.as_ref().and(a.args.first().cloned()),
         image,
+        labels: Default::default(),
         argv,
         env,
         workdir: a
@@ -296,13 +299,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     };
     store.create(&mut cfg)?;
     if cfg.image.is_some() {
-        // The image's tree is shared by all its boxes: this box writes to its own copy.
-        let own = store.box_dir(&cfg.id).join("rootfs");
-        if let Err(e) = crate::runtime::rootfs::copy_tree(&rootfs, &own) {
-            let _ = store.remove(&cfg.id);
-            bail!("cannot make the box's root from the image: {e}");
+        // The image's tree is shared by all its boxes: this box writes to its own layer.
+        match crate::runtime::rootfs::create_layer(&store.box_dir(&cfg.id)) {
+            Ok(layer) => cfg.layer = Some(layer.to_string_lossy().into_owned()),
+            Err(e) => {
+                let _ = store.remove(&cfg.id);
+                bail!("cannot make the box's layer: {e}");
+            }
         }
-        cfg.rootfs = own.to_string_lossy().into_owned();
     }
     // Docker's default host name is the short ID; it is known only now.
     cfg.hostname = a

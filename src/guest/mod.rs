@@ -100,6 +100,11 @@ fn run(sys: &mut impl sys::Sys) -> i32 {
             f.mount.fstype, f.mount.target, f.error
         ));
     }
+    if let Err(e) = sys.loopback_up() {
+        sys.eprint(&format!(
+            "a3s-box init: warning: could not bring up the loopback interface: {e}"
+        ));
+    }
     sys.set_env("PATH", DEFAULT_PATH);
     let code = start_and_wait(sys);
     shutdown(sys, code)
@@ -120,7 +125,6 @@ fn ensure_stdio(sys: &mut impl sys::Sys) -> std::io::Result<()> {
 /// Runs the workload to its end and returns the exit code to report.
 #[cfg(target_os = "linux")]
 fn start_and_wait(sys: &mut impl sys::Sys) -> i32 {
-    use crate::proto::RootSource;
     use workload::{exit_code, spawn_failure, supervise, EXIT_RUNTIME_FAILED, WORKLOAD_ENV};
 
     let cmdline = match sys.read_to_string("/proc/cmdline") {
@@ -135,7 +139,7 @@ fn start_and_wait(sys: &mut impl sys::Sys) -> i32 {
     let argv = crate::proto::decode_argv(&cmdline);
     match crate::proto::decode_root(&cmdline) {
         Ok(None) => {}
-        Ok(Some(RootSource::Virtiofs { tag })) => return run_box(sys, &tag, &argv),
+        Ok(Some(root)) => return run_box(sys, &root, &argv),
         Err(e) => {
             sys.eprint(&format!("a3s-box init: {e}"));
             return EXIT_RUNTIME_FAILED;
@@ -172,15 +176,15 @@ const REPORT_TIMEOUT: std::time::Duration =
 /// A box with a root filesystem: mounts it, starts the servers, runs the
 /// main process (on request, or `argv` at once) and returns its exit code.
 #[cfg(target_os = "linux")]
-fn run_box(sys: &mut impl sys::Sys, tag: &str, argv: &[String]) -> i32 {
+fn run_box(sys: &mut impl sys::Sys, root: &crate::proto::RootSource, argv: &[String]) -> i32 {
     use std::sync::Arc;
     use supervisor::{Isolation, Reaping, Supervisor};
     use workload::EXIT_RUNTIME_FAILED;
 
-    if let Err(e) = mounts::mount_root(sys, tag) {
+    if let Err(e) = mounts::mount_root(sys, root) {
         sys.eprint(&format!(
-            "a3s-box init: cannot mount the box's root filesystem (virtio-fs tag {tag:?}) on \
-             {}: {e} — the VMM must offer a virtio-fs device with that tag",
+            "a3s-box init: cannot mount the box's root filesystem ({root:?}) on {}: {e} — \
+             the VMM must offer a virtio-fs device for each tag",
             mounts::NEWROOT
         ));
         return EXIT_RUNTIME_FAILED;
@@ -347,6 +351,19 @@ mod tests {
             sys.calls[0],
             Call::BlockSignals(workload::HANDLED_SIGNALS.to_vec())
         );
+    }
+
+    #[test]
+    fn loopback_is_up_before_the_workload_starts() {
+        let mut sys = with_workload("true");
+        run(&mut sys);
+        let lo = sys
+            .position(|c| *c == Call::LoopbackUp)
+            .expect("lo brought up");
+        let spawn = sys
+            .position(|c| matches!(c, Call::Spawn { .. }))
+            .expect("workload spawned");
+        assert!(lo < spawn);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the kernel filesystems inside it.
 
 use super::sys::{Mount, Sys};
+use crate::proto::RootSource;
 use std::io;
 
 const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
@@ -141,18 +142,48 @@ pub fn mount_all(sys: &mut impl Sys) -> Vec<MountFailure> {
     mount_list(sys, MOUNTS)
 }
 
-/// Mounts the virtio-fs share `tag` at [`NEWROOT`].
-pub fn mount_root(sys: &mut impl Sys, tag: &str) -> io::Result<()> {
+/// Where init mounts an image's tree, the lower layer of an overlay root.
+pub const LOWER: &str = "/layers/image";
+/// Where init mounts the box's own layer share (`upper/` and `work/`).
+pub const LAYER: &str = "/layers/box";
+
+/// Mounts the box's root at [`NEWROOT`]: the virtio-fs share itself, or an
+/// overlay of an image's tree (read-only) under the box's own layer, so that
+/// the box's writes land in its layer and the image stays as it is.
+pub fn mount_root(sys: &mut impl Sys, root: &RootSource) -> io::Result<()> {
+    let (lower, upper) = match root {
+        RootSource::Virtiofs { tag } => return mount_one(sys, &virtiofs(tag, NEWROOT, 0)),
+        RootSource::Overlay { lower, upper } => (lower, upper),
+    };
+    match sys.mkdir("/layers", 0o700) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    mount_one(sys, &virtiofs(lower, LOWER, libc::MS_RDONLY))?;
+    mount_one(sys, &virtiofs(upper, LAYER, 0))?;
+    // Inode numbers stay the upper's or the lower's own (xino=off): both
+    // layers come over FUSE, whose inode numbers use all 64 bits.
+    let data = format!("lowerdir={LOWER},upperdir={LAYER}/upper,workdir={LAYER}/work,xino=off");
     mount_one(
         sys,
         &Mount {
-            source: tag,
+            source: "overlay",
             target: NEWROOT,
-            fstype: "virtiofs",
+            fstype: "overlay",
             flags: 0,
-            data: "",
+            data: &data,
         },
     )
+}
+
+fn virtiofs<'a>(tag: &'a str, target: &'a str, flags: libc::c_ulong) -> Mount<'a> {
+    Mount {
+        source: tag,
+        target,
+        fstype: "virtiofs",
+        flags,
+        data: "",
+    }
 }
 
 /// Prepares the mounted root for the main process: [`ROOT_MOUNTS`], the
@@ -308,10 +339,14 @@ mod tests {
         );
     }
 
+    fn share(tag: &str) -> RootSource {
+        RootSource::Virtiofs { tag: tag.into() }
+    }
+
     #[test]
     fn the_root_is_mounted_from_the_virtiofs_tag() {
         let mut sys = RecordingSys::pid1();
-        mount_root(&mut sys, "rootfs").unwrap();
+        mount_root(&mut sys, &share("rootfs")).unwrap();
         assert_eq!(sys.calls[0], Call::Mkdir("/newroot".into(), 0o755));
         let Call::Mount(m) = &sys.calls[1] else {
             panic!("{:?}", sys.calls);
@@ -326,7 +361,54 @@ mod tests {
     fn a_missing_root_share_is_an_error() {
         let mut sys = RecordingSys::pid1();
         sys.mount_errors = vec![("/newroot", libc::ENOENT)];
-        assert!(mount_root(&mut sys, "rootfs").is_err());
+        assert!(mount_root(&mut sys, &share("rootfs")).is_err());
+    }
+
+    #[test]
+    fn an_overlay_root_stacks_the_box_layer_on_the_read_only_image() {
+        let mut sys = RecordingSys::pid1();
+        let root = RootSource::Overlay {
+            lower: "image".into(),
+            upper: "layer".into(),
+        };
+        mount_root(&mut sys, &root).unwrap();
+        let mounts: Vec<_> = sys
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mount(m) => Some((m.source, m.target, m.fstype, m.flags)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("image", LOWER, "virtiofs", libc::MS_RDONLY),
+                ("layer", LAYER, "virtiofs", 0),
+                ("overlay", NEWROOT, "overlay", 0),
+            ]
+        );
+        let Some(Call::Mount(overlay)) = sys.calls.last() else {
+            panic!("{:?}", sys.calls);
+        };
+        assert!(overlay.data.starts_with(
+            "lowerdir=/layers/image,upperdir=/layers/box/upper,workdir=/layers/box/work"
+        ));
+    }
+
+    #[test]
+    fn an_overlay_root_whose_layer_share_is_missing_is_an_error() {
+        let mut sys = RecordingSys::pid1();
+        sys.mount_errors = vec![(LAYER, libc::ENOENT)];
+        let root = RootSource::Overlay {
+            lower: "image".into(),
+            upper: "layer".into(),
+        };
+        assert!(mount_root(&mut sys, &root).is_err());
+        assert!(!sys
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::Mount(m) if m.target == NEWROOT)));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub enum Call {
     },
     Kill(i32, i32),
     Sync,
+    LoopbackUp,
     ExitPort(u32),
     Reboot(i32),
     Print(String),
@@ -292,6 +293,11 @@ impl Sys for RecordingSys {
             Some(&(_, errno)) => Err(io::Error::from_raw_os_error(errno)),
             None => Ok(()),
         }
+    }
+
+    fn loopback_up(&mut self) -> io::Result<()> {
+        self.calls.push(Call::LoopbackUp);
+        Ok(())
     }
 
     fn sync(&mut self) {

@@ -381,6 +381,25 @@ impl ImageStore {
         Ok(used)
     }
 
+    /// Names of the unpacked roots under `rootfs/` that a box's root stands on.
+    /// An image removed with `rmi -f` loses its record, but its tree stays for
+    /// as long as a box of it does.
+    fn roots_in_use(&self) -> Result<BTreeSet<String>> {
+        let boxes = crate::runtime::Store::open(&self.state).map_err(OciError::Runtime)?;
+        let rootfs = self.root.join("rootfs");
+        let mut used = BTreeSet::new();
+        for id in boxes.ids().map_err(OciError::Runtime)? {
+            let Ok(cfg) = boxes.config(&id) else { continue };
+            let path = Path::new(&cfg.rootfs);
+            if path.parent() == Some(rootfs.as_path()) {
+                if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                    used.insert(name.to_string());
+                }
+            }
+        }
+        Ok(used)
+    }
+
     /// Finds the image a user names: a reference, a full ID or an ID prefix.
     pub fn resolve(&self, name: &str) -> Result<ImageRecord> {
         let ix = self.read_index()?;
@@ -725,7 +744,7 @@ impl ImageStore {
             .values()
             .flat_map(|r| r.blobs().map(|d| d.hex().to_string()).collect::<Vec<_>>())
             .collect();
-        let chains: BTreeSet<String> = ix
+        let mut chains: BTreeSet<String> = ix
             .images
             .values()
             .map(|r| {
@@ -733,6 +752,7 @@ impl ImageStore {
                     .map_or_else(|| format!("empty-{}", r.id.hex()), |c| c.hex().to_string())
             })
             .collect();
+        chains.extend(self.roots_in_use()?);
         let mut freed = 0;
         let blobs = self.root.join("blobs/sha256");
         if let Ok(rd) = std::fs::read_dir(&blobs) {

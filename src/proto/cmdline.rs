@@ -138,8 +138,11 @@ pub fn decode_argv(cmdline: &str) -> Vec<String> {
 
 /// Kernel parameter naming the box's root filesystem, before the `--`:
 /// `a3s.root=virtiofs:<tag>` mounts the virtio-fs share `<tag>` as the root
-/// of the main process. Without it the guest runs the workload from the
-/// initramfs itself (the argv after `--`), as tiny test guests do.
+/// of the main process; `a3s.root=overlay:<lower>,<upper>` mounts an overlay
+/// of the read-only share `<lower>` (an image's tree, shared by every box of
+/// that image) under the writable share `<upper>` (the box's own layer).
+/// Without it the guest runs the workload from the initramfs itself (the
+/// argv after `--`), as tiny test guests do.
 pub const ROOT_PARAM: &str = "a3s.root";
 
 /// Longest virtio-fs tag (the device's config field is 36 bytes).
@@ -150,9 +153,13 @@ pub const MAX_FS_TAG: usize = 36;
 pub enum RootSource {
     /// A virtio-fs share with this tag.
     Virtiofs {
-        /// The device's tag (`rootfs` for the box's root directory).
+        /// The device's tag (`rootfs` for a root directory of the user's).
         tag: String,
     },
+    /// An overlay: the share `lower`, read-only, under the share `upper`,
+    /// whose `upper/` directory takes the box's writes (overlayfs's upper
+    /// directory) and whose `work/` is overlayfs's work directory.
+    Overlay { lower: String, upper: String },
 }
 
 fn valid_tag(tag: &str) -> bool {
@@ -163,15 +170,30 @@ fn valid_tag(tag: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b',')
 }
 
-/// Host side: the kernel parameter that makes the guest boot into the
-/// virtio-fs share `tag`, for example `a3s.root=virtiofs:rootfs`.
-pub fn root_param(tag: &str) -> Result<String, ProtoError> {
-    if !valid_tag(tag) {
-        return Err(ProtoError::BadRoot {
-            value: format!("virtiofs:{tag}"),
-        });
+impl RootSource {
+    /// Host side: the kernel parameter that makes the guest boot into this
+    /// root, for example `a3s.root=virtiofs:rootfs`.
+    pub fn param(&self) -> Result<String, ProtoError> {
+        let value = match self {
+            RootSource::Virtiofs { tag } => format!("virtiofs:{tag}"),
+            RootSource::Overlay { lower, upper } => format!("overlay:{lower},{upper}"),
+        };
+        match Self::parse(&value) {
+            Some(ref parsed) if parsed == self => Ok(format!("{ROOT_PARAM}={value}")),
+            _ => Err(ProtoError::BadRoot { value }),
+        }
     }
-    Ok(format!("{ROOT_PARAM}=virtiofs:{tag}"))
+
+    fn parse(value: &str) -> Option<RootSource> {
+        if let Some(tag) = value.strip_prefix("virtiofs:") {
+            return valid_tag(tag).then(|| RootSource::Virtiofs { tag: tag.into() });
+        }
+        let (lower, upper) = value.strip_prefix("overlay:")?.split_once(',')?;
+        (valid_tag(lower) && valid_tag(upper) && lower != upper).then(|| RootSource::Overlay {
+            lower: lower.into(),
+            upper: upper.into(),
+        })
+    }
 }
 
 /// Guest side: the root filesystem named by the last [`ROOT_PARAM`] before
@@ -190,16 +212,9 @@ pub fn decode_root(cmdline: &str) -> Result<Option<RootSource>, ProtoError> {
         else {
             continue;
         };
-        found = Some(match value.strip_prefix("virtiofs:") {
-            Some(tag) if valid_tag(tag) => RootSource::Virtiofs {
-                tag: tag.to_owned(),
-            },
-            _ => {
-                return Err(ProtoError::BadRoot {
-                    value: value.to_owned(),
-                })
-            }
-        });
+        found = Some(RootSource::parse(value).ok_or_else(|| ProtoError::BadRoot {
+            value: value.to_owned(),
+        })?);
     }
     Ok(found)
 }
@@ -271,7 +286,11 @@ mod tests {
 
     #[test]
     fn root_param_round_trips() {
-        let param = root_param("rootfs").unwrap();
+        let param = RootSource::Virtiofs {
+            tag: "rootfs".into(),
+        }
+        .param()
+        .unwrap();
         assert_eq!(param, "a3s.root=virtiofs:rootfs");
         let cmdline = append_argv(&format!("{BASE} {param}"), &strings(&["sh"])).unwrap();
         assert_eq!(
@@ -279,6 +298,20 @@ mod tests {
             Some(RootSource::Virtiofs {
                 tag: "rootfs".into()
             })
+        );
+    }
+
+    #[test]
+    fn overlay_root_param_round_trips() {
+        let root = RootSource::Overlay {
+            lower: "image".into(),
+            upper: "layer".into(),
+        };
+        let param = root.param().unwrap();
+        assert_eq!(param, "a3s.root=overlay:image,layer");
+        assert_eq!(
+            decode_root(&format!("console=ttyS0 {param} -- sh\n")).unwrap(),
+            Some(root)
         );
     }
 
@@ -311,14 +344,25 @@ mod tests {
             "a3s.root=9p:rootfs",
             "a3s.root=",
             "a3s.root=virtiofs:0123456789012345678901234567890123456",
+            "a3s.root=overlay:image",
+            "a3s.root=overlay:image,",
+            "a3s.root=overlay:,layer",
+            "a3s.root=overlay:same,same",
         ] {
             assert!(
                 matches!(decode_root(bad), Err(ProtoError::BadRoot { .. })),
                 "{bad}"
             );
         }
-        assert!(root_param("has space").is_err());
-        assert!(root_param("").is_err());
+        for tag in ["has space", "", "a,b"] {
+            let bad = RootSource::Virtiofs { tag: tag.into() };
+            assert!(bad.param().is_err(), "{tag:?}");
+        }
+        let same = RootSource::Overlay {
+            lower: "x".into(),
+            upper: "x".into(),
+        };
+        assert!(same.param().is_err(), "one share cannot be both layers");
         // Other parameters with the same prefix are not ours.
         assert_eq!(decode_root("a3s.rootx=1").unwrap(), None);
     }

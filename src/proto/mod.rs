@@ -6,8 +6,8 @@
 //! - **Kernel command line** (`cmdline.rs`): the workload's argv after a
 //!   standalone `--` ([`encode_argv`], [`append_argv`] on the host;
 //!   [`decode_argv`] in the guest, which reads `/proc/cmdline`), and the root
-//!   filesystem before it ([`root_param`] / [`decode_root`]:
-//!   `a3s.root=virtiofs:<tag>`).
+//!   filesystem before it ([`RootSource::param`] / [`decode_root`]:
+//!   `a3s.root=virtiofs:<tag>` or `a3s.root=overlay:<lower>,<upper>`).
 //! - **Readiness**: the guest prints [`READY_LINE`] on its console once it is
 //!   ready to start workloads.
 //! - **Exit status**: the guest writes the main process's exit code to the I/O
@@ -28,8 +28,8 @@ mod frame;
 
 pub use client::{exec_client, ExecOutcome, OutputStream};
 pub use cmdline::{
-    append_argv, decode_argv, decode_root, encode_argv, root_param, RootSource, MAX_ARGS,
-    MAX_CMDLINE, MAX_FS_TAG, ROOT_PARAM,
+    append_argv, decode_argv, decode_root, encode_argv, RootSource, MAX_ARGS, MAX_CMDLINE,
+    MAX_FS_TAG, ROOT_PARAM,
 };
 pub use frame::{
     client_handshake, decode_frame, expect_hello, hello_then, our_hello, read_frame, read_message,
@@ -96,7 +96,8 @@ pub enum ProtoError {
     /// The root filesystem parameter names no usable source.
     #[error(
         "`a3s.root={value}` is not a root filesystem the guest knows — expected \
-         `virtiofs:<tag>` with a tag of 1 to 36 printable characters"
+         `virtiofs:<tag>` or `overlay:<lower>,<upper>`, tags of 1 to 36 printable characters \
+         without `,`, the two layers' different"
     )]
     BadRoot {
         /// The parameter's value.

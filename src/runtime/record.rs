@@ -1,6 +1,8 @@
 //! What is stored about a box: its configuration (written once by the CLI) and its
 //! state (written by the shim as the box runs and ends).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// How a box was asked to run. Written once, when the box is created.
@@ -8,11 +10,22 @@ use serde::{Deserialize, Serialize};
 pub struct BoxConfig {
     pub id: String,
     pub name: String,
-    /// Root directory served to the guest over virtio-fs.
+    /// Root directory served to the guest over virtio-fs: the user's own
+    /// directory, or an image's unpacked tree, shared read-only by every box
+    /// of that image under the box's own `layer`.
     pub rootfs: String,
-    /// The image the root came from, when it came from one.
+    /// The box's writable layer (its `upper/` and `work/` directories) over
+    /// `rootfs`, when the root is an image's.
+    #[serde(default)]
+    pub layer: Option<String>,
+    /// The image the root came from (its ID), when it came from one.
     #[serde(default)]
     pub image: Option<String>,
+    /// The image as the user named it (`busybox`, `reg:5000/app:1`).
+    #[serde(default)]
+    pub image_name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Entrypoint followed by the command.
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use super::record::now;
 use super::{BoxConfig, BoxState, Status, Store};
 use crate::proto::{
-    self, expect_hello, our_hello, read_message, write_message, ExecRequest, Message, PORT_CONTROL,
+    self, expect_hello, our_hello, read_message, write_message, ExecRequest, Message, RootSource,
+    PORT_CONTROL,
 };
 use crate::vmm::devices::virtio::fs::{CachePolicy, Fs, FsOptions};
 use crate::vmm::devices::virtio::vsock::Vsock;
@@ -31,6 +32,9 @@ pub const VSOCK_SOCKET: &str = "vsock.sock";
 pub const CONSOLE_LOG: &str = "console.log";
 pub const BOX_LOG: &str = "log.json";
 const ROOT_TAG: &str = "rootfs";
+/// Tags of an image's tree and of the box's layer over it.
+const IMAGE_TAG: &str = "image";
+const LAYER_TAG: &str = "layer";
 const GUEST_CID: u64 = 3;
 /// How long the guest may take to boot and listen on its control port.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -428,14 +432,44 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         Ok(v) => v,
         Err(e) => return fail(format!("cannot create the vsock device: {e}")),
     };
-    let fs_opts = FsOptions {
+    // The root: the user's directory, or an image's tree under the box's layer.
+    let always = |overlay_upper| FsOptions {
         read_only: false,
         cache: CachePolicy::Always,
+        overlay_upper,
     };
-    let fs = match Fs::new(ROOT_TAG, Path::new(&cfg.rootfs), fs_opts) {
-        Ok(f) => f,
-        Err(e) => return fail(format!("cannot share the root {}: {e}", cfg.rootfs)),
+    let (root, shares) = match &cfg.layer {
+        None => (
+            RootSource::Virtiofs {
+                tag: ROOT_TAG.into(),
+            },
+            vec![(ROOT_TAG, cfg.rootfs.as_str(), always(false))],
+        ),
+        Some(layer) => (
+            RootSource::Overlay {
+                lower: IMAGE_TAG.into(),
+                upper: LAYER_TAG.into(),
+            },
+            vec![
+                (
+                    IMAGE_TAG,
+                    cfg.rootfs.as_str(),
+                    FsOptions {
+                        read_only: true,
+                        ..always(false)
+                    },
+                ),
+                (LAYER_TAG, layer.as_str(), always(true)),
+            ],
+        ),
     };
+    let mut devices: Vec<Box<dyn VirtioDevice>> = vec![Box::new(vsock)];
+    for (tag, dir, opts) in shares {
+        match Fs::new(tag, Path::new(dir), opts) {
+            Ok(f) => devices.push(Box::new(f)),
+            Err(e) => return fail(format!("cannot share the root {dir}: {e}")),
+        }
+    }
     let initrd = match crate::initramfs::of_this_binary(&[]) {
         Ok(i) => i,
         Err(e) => return fail(format!("cannot build the initramfs: {e}")),
@@ -452,8 +486,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot create the box log: {e}")),
     };
-    let root = proto::root_param(ROOT_TAG).expect("the root tag is valid");
-    let devices: Vec<Box<dyn VirtioDevice>> = vec![Box::new(vsock), Box::new(fs)];
+    let root = root.param().expect("the root tags are valid");
     let running = match vm::start(VmConfig {
         kernel: PathBuf::from(&cfg.kernel),
         initrd: Some(initrd),

@@ -46,6 +46,10 @@ pub struct FsOptions {
     /// Every request that would change the share gets EROFS.
     pub read_only: bool,
     pub cache: CachePolicy,
+    /// The share holds an overlay's upper and work directories: the guest's
+    /// overlayfs may create whiteouts (0:0 character devices) and keep its
+    /// `trusted.overlay.*` (and files' `user.*` and capability) attributes.
+    pub overlay_upper: bool,
 }
 
 /// Why a directory could not be shared.
@@ -71,6 +75,7 @@ pub struct Fs {
     /// How each session's passthrough is set up; the root is canonical.
     passthrough: passthrough::Config,
     read_only: bool,
+    overlay_upper: bool,
     worker: Option<Worker>,
     /// Complaints about the guest's requests; survives resets so a driver
     /// looping through them cannot flood the log.
@@ -108,6 +113,7 @@ impl Fs {
             config,
             passthrough: passthrough_config(root_dir, options),
             read_only: options.read_only,
+            overlay_upper: options.overlay_upper,
             worker: None,
             guest_error: Arc::new(WarnOnce::default()),
         })
@@ -134,6 +140,7 @@ impl Fs {
         Ok(Server::new(GuardedFs::new(
             inner,
             self.read_only,
+            self.overlay_upper,
             negative_timeout,
         )))
     }
@@ -181,7 +188,10 @@ fn passthrough_config(root_dir: &str, options: FsOptions) -> passthrough::Config
         // host file system.
         inode_file_handles: false,
         writeback: false,
-        xattr: false,
+        // Extended attributes only where overlayfs needs them: each one is a
+        // request per file the guest writes (the kernel asks for
+        // security.capability before every write), which other shares skip.
+        xattr: options.overlay_upper,
         ..passthrough::Config::default()
     }
 }

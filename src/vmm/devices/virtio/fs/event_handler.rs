@@ -296,6 +296,7 @@ mod tests {
     const READ_ONLY: FsOptions = FsOptions {
         read_only: true,
         cache: crate::vmm::devices::virtio::fs::CachePolicy::Auto,
+        overlay_upper: false,
     };
 
     fn mode_type(mode: u32) -> u32 {
@@ -667,6 +668,36 @@ mod tests {
         assert!(!share.path().join("null").exists());
         // A special file is never opened for I/O (it could block the worker).
         assert!(guest.open(fifo.nodeid, libc::O_RDONLY).is_err());
+    }
+
+    #[test]
+    fn an_overlay_upper_share_takes_whiteouts_and_no_other_device() {
+        let share = Share::new();
+        let mem = memory();
+        let upper = FsOptions {
+            overlay_upper: true,
+            ..FsOptions::default()
+        };
+        let mut guest = Guest::mounted(&mem, &share.path(), upper);
+        let whiteout = guest.mknod(ROOT, "gone", libc::S_IFCHR, 0).unwrap();
+        assert_eq!(mode_type(whiteout.attr.mode), libc::S_IFCHR);
+        let m = fs::symlink_metadata(share.path().join("gone")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(std::os::unix::fs::MetadataExt::rdev(&m), 0);
+        let null = libc::makedev(1, 3) as u32;
+        assert_eq!(
+            guest
+                .mknod(ROOT, "null", libc::S_IFCHR | 0o666, null)
+                .unwrap_err(),
+            libc::EPERM
+        );
+        // Elsewhere even a whiteout is a device node, and refused.
+        let plain = Share::new();
+        let mut guest = Guest::mounted(&mem, &plain.path(), FsOptions::default());
+        assert_eq!(
+            guest.mknod(ROOT, "gone", libc::S_IFCHR, 0).unwrap_err(),
+            libc::EPERM
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ const MAX_READDIR_BYTES: u32 = 1 << 20;
 pub(super) struct GuardedFs {
     inner: PassthroughFs,
     read_only: bool,
+    /// The share is an overlay's upper layer (see `FsOptions::overlay_upper`).
+    overlay_upper: bool,
     /// Whether we may create files as another user.
     as_root: bool,
     /// How long the guest may remember that a name does not exist; `None`
@@ -38,6 +40,7 @@ impl GuardedFs {
     pub(super) fn new(
         inner: PassthroughFs,
         read_only: bool,
+        overlay_upper: bool,
         negative_timeout: Option<Duration>,
     ) -> Self {
         // SAFETY: geteuid takes no arguments and cannot fail.
@@ -45,6 +48,7 @@ impl GuardedFs {
         Self {
             inner,
             read_only,
+            overlay_upper,
             as_root,
             negative_timeout,
         }
@@ -64,6 +68,23 @@ impl GuardedFs {
                 gid: 0,
                 ..*ctx
             }
+        }
+    }
+
+    /// Refuses to set or remove an attribute other than those an overlay's
+    /// upper layer needs: `trusted.overlay.*` (whiteouts of directories,
+    /// redirects), and the `user.*` and `security.capability` attributes of
+    /// files the box writes. Anything else (`security.selinux`, ACLs …) would
+    /// change how the host itself treats a file.
+    fn settable_xattr(&self, name: &CStr) -> io::Result<()> {
+        let name = name.to_bytes();
+        let allowed = name.starts_with(b"trusted.overlay.")
+            || name.starts_with(b"user.")
+            || name == b"security.capability";
+        if self.overlay_upper && allowed {
+            Ok(())
+        } else {
+            Err(errno(libc::EOPNOTSUPP))
         }
     }
 
@@ -196,7 +217,10 @@ impl FileSystem for GuardedFs {
     ) -> io::Result<Entry> {
         self.writable()?;
         check_name(name)?;
-        if matches!(mode & libc::S_IFMT, libc::S_IFBLK | libc::S_IFCHR) {
+        // overlayfs marks a deleted name with a 0:0 character device, which
+        // no driver stands behind; every other device node is refused.
+        let whiteout = self.overlay_upper && mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0;
+        if matches!(mode & libc::S_IFMT, libc::S_IFBLK | libc::S_IFCHR) && !whiteout {
             return Err(errno(libc::EPERM));
         }
         self.inner
@@ -368,6 +392,7 @@ impl FileSystem for GuardedFs {
         flags: u32,
     ) -> io::Result<()> {
         self.writable()?;
+        self.settable_xattr(name)?;
         self.inner.setxattr(ctx, inode, name, value, flags)
     }
 
@@ -387,6 +412,7 @@ impl FileSystem for GuardedFs {
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
         self.writable()?;
+        self.settable_xattr(name)?;
         self.inner.removexattr(ctx, inode, name)
     }
 
@@ -505,7 +531,7 @@ mod tests {
             gid: 100,
             pid: 7,
         };
-        let mut fs = GuardedFs::new(inner(), false, None);
+        let mut fs = GuardedFs::new(inner(), false, false, None);
         fs.as_root = true;
         let as_root = fs.creator(&ctx);
         assert_eq!((as_root.uid, as_root.gid, as_root.pid), (1000, 100, 7));

@@ -1,14 +1,12 @@
 //! `a3s-box attach`, `stop` and `kill`: requests to a box's shim.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use argh::FromArgs;
 
 use super::session;
-use crate::runtime::shim::SHIM_SOCKET;
-use crate::runtime::{Status, Store};
+use crate::runtime::{lifecycle, Store};
 
 /// Attach to a running box's main process.
 #[derive(FromArgs)]
@@ -46,17 +44,8 @@ pub struct KillArgs {
     boxes: Vec<String>,
 }
 
-fn connect(store: &Store, id: &str) -> anyhow::Result<UnixStream> {
-    let state = store.live_state(id)?;
-    if state.status == Status::Exited {
-        bail!("box {} is not running", &id[..12]);
-    }
-    UnixStream::connect(store.socket_dir(id).join(SHIM_SOCKET))
-        .with_context(|| format!("box {} is not running (its VMM does not answer)", &id[..12]))
-}
-
 pub fn attach_to(store: &Store, id: &str, stdin: bool, tty: bool) -> anyhow::Result<i32> {
-    let mut conn = connect(store, id)?;
+    let mut conn = lifecycle::connect(store, id)?;
     conn.write_all(if stdin {
         b"ATTACH-STDIN\n"
     } else {
@@ -75,20 +64,6 @@ pub fn attach(a: AttachArgs) -> anyhow::Result<i32> {
     let id = store.resolve(&a.r#box)?;
     let tty = store.config(&id)?.tty;
     attach_to(&store, &id, !a.no_stdin, tty)
-}
-
-fn request(store: &Store, id: &str, line: &str) -> anyhow::Result<()> {
-    let mut conn = connect(store, id)?;
-    conn.write_all(line.as_bytes())?;
-    let mut reply = String::new();
-    BufReader::new(conn).read_line(&mut reply)?;
-    match reply.trim_end() {
-        "OK" => Ok(()),
-        // The shim went away without a word: fine if the box did end.
-        "" if store.live_state(id)?.status == Status::Exited => Ok(()),
-        "" => bail!("the box's shim closed the connection without an answer"),
-        r => bail!("{}", r.strip_prefix("ERR ").unwrap_or(r)),
-    }
 }
 
 /// Signal numbers by name, as `kill -l` and Docker accept them.
@@ -113,7 +88,10 @@ pub fn parse_signal(s: &str) -> Option<i32> {
 }
 
 /// Runs `f` on every named box, printing each name as Docker does; fails if any did.
-fn each(boxes: &[String], f: impl Fn(&Store, &str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+pub fn each(
+    boxes: &[String],
+    f: impl Fn(&Store, &str) -> anyhow::Result<()>,
+) -> anyhow::Result<i32> {
     let store = Store::open(&crate::paths::state_dir())?;
     let mut failed = false;
     for b in boxes {
@@ -134,17 +112,14 @@ fn each(boxes: &[String], f: impl Fn(&Store, &str) -> anyhow::Result<()>) -> any
 
 pub fn stop(a: StopArgs) -> anyhow::Result<i32> {
     each(&a.boxes, |store, id| {
-        if store.live_state(id)?.status != Status::Running {
-            return Ok(());
-        }
-        request(store, id, &format!("STOP {}\n", a.time))
+        Ok(lifecycle::stop(store, id, a.time)?)
     })
 }
 
 pub fn kill(a: KillArgs) -> anyhow::Result<i32> {
     let sig = parse_signal(&a.signal).with_context(|| format!("invalid signal {:?}", a.signal))?;
     each(&a.boxes, |store, id| {
-        request(store, id, &format!("KILL {sig}\n"))
+        Ok(lifecycle::request(store, id, &format!("KILL {sig}\n"))?)
     })
 }
 

@@ -486,49 +486,51 @@ pub struct InspectArgs {
     images: Vec<String>,
 }
 
+/// One image as `image-inspect` and `inspect` show it (Docker's field names).
+pub fn image_json(name: &str) -> Result<serde_json::Value> {
+    let st = open_store()?;
+    let rec = st.resolve(name)?;
+    let cfg = st.config(&rec.id)?;
+    let c = &cfg.config;
+    Ok(serde_json::json!({
+        "Id": rec.id.to_string(),
+        "RepoTags": rec.repo_tags.iter().map(|t| store::display_name(t)).collect::<Vec<_>>(),
+        "RepoDigests": rec.repo_digests.iter().map(|t| store::display_name(t)).collect::<Vec<_>>(),
+        "Created": cfg.created.clone().unwrap_or_default(),
+        "Size": rec.size(),
+        "Architecture": cfg.architecture,
+        "Os": cfg.os,
+        "Variant": cfg.variant,
+        "Config": {
+            "Env": c.env, "Cmd": c.cmd, "Entrypoint": c.entrypoint,
+            "WorkingDir": c.working_dir, "User": c.user,
+        },
+        "RootFS": {
+            "Type": if cfg.rootfs.kind.is_empty() { "layers".to_string() } else { cfg.rootfs.kind.clone() },
+            "Layers": cfg.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        },
+        "Metadata": { "LastTagTime": rec.pulled },
+    }))
+}
+
 pub fn inspect(a: InspectArgs) -> Result<i32> {
     if a.images.is_empty() {
         bail!("image-inspect needs at least one image");
     }
-    let st = open_store()?;
     let mut out = Vec::new();
     let mut missing = None;
     for name in &a.images {
-        let rec = match st.resolve(name) {
-            Ok(r) => r,
-            Err(e) => {
-                missing = Some(e);
-                continue;
-            }
-        };
-        let cfg = st.config(&rec.id)?;
-        let c = &cfg.config;
-        out.push(serde_json::json!({
-            "Id": rec.id.to_string(),
-            "RepoTags": rec.repo_tags.iter().map(|t| store::display_name(t)).collect::<Vec<_>>(),
-            "RepoDigests": rec.repo_digests.iter().map(|t| store::display_name(t)).collect::<Vec<_>>(),
-            "Created": cfg.created.clone().unwrap_or_default(),
-            "Size": rec.size(),
-            "Architecture": cfg.architecture,
-            "Os": cfg.os,
-            "Variant": cfg.variant,
-            "Config": {
-                "Env": c.env, "Cmd": c.cmd, "Entrypoint": c.entrypoint,
-                "WorkingDir": c.working_dir, "User": c.user,
-            },
-            "RootFS": {
-                "Type": if cfg.rootfs.kind.is_empty() { "layers".to_string() } else { cfg.rootfs.kind.clone() },
-                "Layers": cfg.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-            },
-            "Metadata": { "LastTagTime": rec.pulled },
-        }));
+        match image_json(name) {
+            Ok(v) => out.push(v),
+            Err(e) => missing = Some(e),
+        }
     }
     println!(
         "{}",
         serde_json::to_string_pretty(&out).expect("JSON values serialise")
     );
     match missing {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(0),
     }
 }

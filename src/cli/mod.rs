@@ -2,12 +2,15 @@
 //! argument) and maps errors to Docker's exit codes.
 
 mod attach;
+mod boxes;
 mod exec;
 mod image;
 mod install;
+mod logs;
 mod run;
 mod session;
 mod shim;
+pub mod template;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -81,6 +84,14 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Create(boxes::CreateArgs),
+    Start(boxes::StartArgs),
+    Restart(boxes::RestartArgs),
+    Rm(boxes::RmArgs),
+    Rename(boxes::RenameArgs),
+    Wait(boxes::WaitArgs),
+    Ps(image::Eq<boxes::PsArgs>),
+    Inspect(image::Eq<boxes::InspectArgs>),
     Exec(exec::ExecArgs),
     Attach(attach::AttachArgs),
     Stop(attach::StopArgs),
@@ -100,6 +111,7 @@ enum Command {
     Push(image::Eq<image::PushArgs>),
     Save(image::Eq<image::SaveArgs>),
     Load(image::Eq<image::LoadArgs>),
+    Logs(image::Eq<logs::LogsArgs>),
 }
 
 /// Print the version.
@@ -127,7 +139,7 @@ pub(crate) fn parse<T: FromArgs>(name: &str, args: &[&str]) -> Result<T, i32> {
 /// to the workload (`sh -ec …` must reach it untouched).
 fn expand_grouped_switches(args: &[&str]) -> Vec<String> {
     let (switches, valued): (&str, &[&str]) = match args.first() {
-        Some(&"run") => (
+        Some(&"run" | &"create") => (
             "dit",
             &[
                 "--name",
@@ -146,8 +158,18 @@ fn expand_grouped_switches(args: &[&str]) -> Vec<String> {
                 "--hostname",
                 "--rootfs",
                 "--kernel",
+                "-l",
+                "--label",
+                "--label-file",
+                "--log-driver",
+                "--log-opt",
+                "--restart",
             ],
         ),
+        Some(&"start") => ("ai", &[]),
+        Some(&"ps") => ("aqls", &["-n", "-f", "--filter", "--format"]),
+        Some(&"rm") => ("fv", &[]),
+        Some(&"logs") => ("ft", &["--tail", "--since", "--until"]),
         Some(&"exec") => ("it", &["-u", "--user", "-e", "--env", "-w", "--workdir"]),
         _ => return args.iter().map(|a| a.to_string()).collect(),
     };
@@ -186,8 +208,30 @@ fn cli_main(args: &[&str]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Docker's commands that manage existing boxes fail with 1; those that
+    // make one (run, create), and a3s-box's own failures elsewhere, with 125.
+    let failure = match cli.command {
+        Command::Start(_)
+        | Command::Restart(_)
+        | Command::Rm(_)
+        | Command::Rename(_)
+        | Command::Wait(_)
+        | Command::Ps(_)
+        | Command::Inspect(_)
+        | Command::Stop(_)
+        | Command::Kill(_) => 1,
+        _ => EXIT_FAILURE,
+    };
     let result = match cli.command {
         Command::Run(a) => run::run(a),
+        Command::Create(a) => boxes::create(a),
+        Command::Start(a) => boxes::start(a),
+        Command::Restart(a) => boxes::restart(a),
+        Command::Rm(a) => boxes::rm(a),
+        Command::Rename(a) => boxes::rename(a),
+        Command::Wait(a) => boxes::wait(a),
+        Command::Ps(a) => boxes::ps(a.0),
+        Command::Inspect(a) => boxes::inspect(a.0),
         Command::Exec(a) => exec::exec(a),
         Command::Attach(a) => attach::attach(a),
         Command::Stop(a) => attach::stop(a),
@@ -206,6 +250,7 @@ fn cli_main(args: &[&str]) -> i32 {
         Command::Push(a) => image::push(a),
         Command::Save(a) => image::save(a),
         Command::Load(a) => image::load(a),
+        Command::Logs(a) => logs::logs(a),
         Command::Version(_) => {
             println!("a3s-box {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
@@ -215,7 +260,7 @@ fn cli_main(args: &[&str]) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("a3s-box: {e:#}");
-            EXIT_FAILURE
+            failure
         }
     }
 }

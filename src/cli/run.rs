@@ -1,9 +1,7 @@
 //! `a3s-box run`: create a box, start its shim, and (unless `-d`) attach to it.
 
-use std::os::unix::process::CommandExt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use argh::FromArgs;
@@ -12,8 +10,7 @@ use crate::oci::manifest::ImageConfig;
 use crate::oci::reference::Reference;
 use crate::oci::store::ImageStore;
 use crate::runtime::record::now;
-use crate::runtime::shim::SHIM_SOCKET;
-use crate::runtime::{BoxConfig, Status, Store};
+use crate::runtime::{lifecycle, BoxConfig, Store};
 use crate::vmm::memory::parse_size;
 
 /// Run a command in a new box.
@@ -22,16 +19,16 @@ use crate::vmm::memory::parse_size;
 pub struct RunArgs {
     /// remove the box when it exits
     #[argh(switch)]
-    rm: bool,
+    pub rm: bool,
     /// run in the background and print the box ID
     #[argh(switch, short = 'd')]
-    detach: bool,
+    pub detach: bool,
     /// keep stdin open and forward it
     #[argh(switch, short = 'i')]
-    interactive: bool,
+    pub interactive: bool,
     /// give the process a terminal
     #[argh(switch, short = 't')]
-    tty: bool,
+    pub tty: bool,
     /// name of the box
     #[argh(option)]
     name: Option<String>,
@@ -41,6 +38,18 @@ pub struct RunArgs {
     /// file of KEY=VALUE lines
     #[argh(option)]
     env_file: Vec<PathBuf>,
+    /// label KEY=VALUE (or KEY) on the box (repeatable)
+    #[argh(option, short = 'l')]
+    label: Vec<String>,
+    /// file of labels, one KEY=VALUE a line
+    #[argh(option)]
+    label_file: Vec<PathBuf>,
+    /// where the main process's output goes: json-file (default) or none
+    #[argh(option, default = "String::from(\"json-file\")")]
+    log_driver: String,
+    /// log driver option: max-size=10m, max-file=3 (repeatable)
+    #[argh(option)]
+    log_opt: Vec<String>,
     /// working directory inside the box
     #[argh(option, short = 'w')]
     workdir: Option<String>,
@@ -121,6 +130,34 @@ fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// The box's labels from `-l` flags and label files, as Docker reads them:
+/// `KEY=VALUE`, or `KEY` for an empty value; a later KEY wins.
+fn labels(flags: &[String], files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut add = |entry: &str, origin: &dyn Fn() -> String| -> anyhow::Result<()> {
+        let (k, v) = entry.split_once('=').unwrap_or((entry, ""));
+        if k.is_empty() || k.chars().any(char::is_whitespace) {
+            bail!("invalid label {entry:?} ({}): expected KEY=VALUE", origin());
+        }
+        out.insert(k.to_string(), v.to_string());
+        Ok(())
+    };
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read label file {}", f.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                add(line, &|| format!("{}:{}", f.display(), n + 1))?;
+            }
+        }
+    }
+    for l in flags {
+        add(l, &|| "-l".into())?;
+    }
+    Ok(out)
+}
+
 /// The search path Docker gives a process whose image sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -164,54 +201,9 @@ pub fn check_workdir(w: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the shim for box `id` in its own session, detached from this terminal.
-pub fn spawn_shim(store: &Store, id: &str, wait_for_attach: bool) -> anyhow::Result<()> {
-    let dir = store.box_dir(id);
-    let log = std::fs::File::create(dir.join("shim.log")).context("cannot create shim.log")?;
-    let mut cmd = Command::new(std::env::current_exe().context("cannot find this binary")?);
-    cmd.arg("shim").arg("--box").arg(id);
-    if wait_for_attach {
-        cmd.arg("--wait-attach");
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("cannot start the shim")?;
-    // A foreground run attaches as soon as the shim listens (the main process waits
-    // for it); a detached one returns once the main process has started (or ended).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let ready = || {
-        store.socket_dir(id).join(SHIM_SOCKET).exists()
-            && (wait_for_attach || store.state(id).is_ok_and(|s| s.status != Status::Created))
-    };
-    loop {
-        if ready() {
-            // Reap it later from a thread so it never lingers as a zombie of ours.
-            std::thread::spawn(move || child.wait());
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
-            bail!("the box could not start ({status}): {}", log.trim());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("the box did not start within two minutes");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-pub fn run(a: RunArgs) -> anyhow::Result<i32> {
+/// Records a new box as `a` asks (pulling its image when missing) and makes
+/// its layer; the box is "created", not started.
+pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
     // A root directory, or an image whose unpacked tree each box gets a copy of.
     let (rootfs, image, defaults, args) = match &a.rootfs {
         Some(dir) => {
@@ -265,6 +257,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
         ));
     }
+    let log = crate::runtime::logs::parse_log_opts(&a.log_driver, &a.log_opt)?;
     let kernel = crate::paths::kernel(a.kernel.as_deref());
     crate::vmm::boot::x86_64::check_kernel(&kernel)?;
 
@@ -276,7 +269,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         layer: None,
         image_name: image.as_ref().and(a.args.first().cloned()),
         image,
-        labels: Default::default(),
+        labels: labels(&a.label, &a.label_file)?,
+        restart: crate::runtime::record::RestartPolicy::No,
         argv,
         env,
         workdir: a
@@ -298,6 +292,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         created: now(),
     };
     store.create(&mut cfg)?;
+    if let Err(e) = crate::runtime::logs::save_config(&store.box_dir(&cfg.id), &log) {
+        let _ = store.remove(&cfg.id);
+        return Err(e.into());
+    }
     if cfg.image.is_some() {
         // The image's tree is shared by all its boxes: this box writes to its own layer.
         match crate::runtime::rootfs::create_layer(&store.box_dir(&cfg.id)) {
@@ -320,7 +318,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         &cfg,
     )?;
 
-    spawn_shim(&store, &cfg.id, !a.detach)?;
+    Ok((store, cfg))
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<i32> {
+    let (store, cfg) = create_box(&a)?;
+    if let Err(e) = lifecycle::start(&store, &cfg.id, !a.detach) {
+        if cfg.auto_remove {
+            let _ = lifecycle::remove(&store, &cfg.id, true);
+        }
+        return Err(e.into());
+    }
     if a.detach {
         println!("{}", cfg.id);
         return Ok(0);

@@ -1,6 +1,8 @@
 //! Boxes on this host: their records under the state directory, names and IDs, and
 //! the lifecycle the CLI (and later the CRI server) drive through the shim.
 
+pub mod lifecycle;
+pub mod logs;
 pub mod record;
 pub mod rootfs;
 pub mod shim;
@@ -17,6 +19,14 @@ pub enum RuntimeError {
     NameInUse(String, String),
     #[error("invalid box name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
     InvalidName(String),
+    #[error("box {0} is running: stop it first, or remove it with -f")]
+    Running(String),
+    #[error("box {0} is not running")]
+    NotRunning(String),
+    #[error("the box could not start ({0})")]
+    StartFailed(String),
+    #[error("the box's VMM refused: {0}")]
+    Shim(String),
     #[error("{0:?} matches more than one box; give more of the ID")]
     Ambiguous(String),
     #[error("box record {path} is unreadable")]

@@ -26,6 +26,9 @@ pub struct BoxConfig {
     pub image_name: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// What happens when the main process ends (`--restart`).
+    #[serde(default)]
+    pub restart: RestartPolicy,
     /// Entrypoint followed by the command.
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -42,11 +45,72 @@ pub struct BoxConfig {
     pub created: u64,
 }
 
+/// Docker's restart policies.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", tag = "name")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most `max_retries` times (0: no limit).
+    OnFailure {
+        #[serde(default)]
+        max_retries: u32,
+    },
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// Reads `--restart`: `no`, `on-failure[:N]`, `always`, `unless-stopped`.
+    pub fn parse(s: &str) -> Result<RestartPolicy, String> {
+        let bad = || {
+            format!(
+                "invalid restart policy {s:?}: use no, on-failure[:max-retries], always or \
+                 unless-stopped"
+            )
+        };
+        Ok(match s.split_once(':') {
+            None => match s {
+                "no" | "" => RestartPolicy::No,
+                "on-failure" => RestartPolicy::OnFailure { max_retries: 0 },
+                "always" => RestartPolicy::Always,
+                "unless-stopped" => RestartPolicy::UnlessStopped,
+                _ => return Err(bad()),
+            },
+            Some(("on-failure", n)) => RestartPolicy::OnFailure {
+                max_retries: n.parse().map_err(|_| {
+                    format!("invalid restart policy {s:?}: maximum retry count must be a number")
+                })?,
+            },
+            Some(_) => return Err(format!("{}: only on-failure takes a count", bad())),
+        })
+    }
+
+    /// Docker's name (`HostConfig.RestartPolicy.Name`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure { .. } => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+
+    pub fn max_retries(&self) -> u32 {
+        match self {
+            RestartPolicy::OnFailure { max_retries } => *max_retries,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Created,
     Running,
+    /// Running, with the workload's processes frozen (`pause`).
+    Paused,
     Exited,
 }
 
@@ -57,6 +121,14 @@ pub struct BoxState {
     pub status: Status,
     /// The shim's process ID while it runs.
     pub pid: Option<u32>,
+    /// When that process started (clock ticks after boot, as in
+    /// `/proc/<pid>/stat`): a pid the kernel gave to another process since is
+    /// not this box's shim.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
+    /// How often the box was started again after its first start.
+    #[serde(default)]
+    pub restart_count: u32,
     pub started: Option<u64>,
     pub finished: Option<u64>,
     pub exit_code: Option<i32>,
@@ -69,6 +141,8 @@ impl BoxState {
         BoxState {
             status: Status::Created,
             pid: None,
+            pid_start: None,
+            restart_count: 0,
             started: None,
             finished: None,
             exit_code: None,
@@ -77,8 +151,61 @@ impl BoxState {
     }
 }
 
+/// When process `pid` started, in clock ticks after boot (field 22 of
+/// `/proc/<pid>/stat`); `None` when there is no such process.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold anything,
+    // spaces and ')' included: count fields after its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_parse_as_dockers() {
+        assert_eq!(RestartPolicy::parse("no"), Ok(RestartPolicy::No));
+        assert_eq!(RestartPolicy::parse("always"), Ok(RestartPolicy::Always));
+        assert_eq!(
+            RestartPolicy::parse("unless-stopped"),
+            Ok(RestartPolicy::UnlessStopped)
+        );
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3"),
+            Ok(RestartPolicy::OnFailure { max_retries: 3 })
+        );
+        assert_eq!(
+            RestartPolicy::parse("on-failure"),
+            Ok(RestartPolicy::OnFailure { max_retries: 0 })
+        );
+        for bad in ["sometimes", "on-failure:x", "always:3", "on-failure:-1"] {
+            let e = RestartPolicy::parse(bad).unwrap_err();
+            assert!(e.starts_with("invalid restart policy"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_record_without_the_newer_fields_still_reads() {
+        let old = r#"{"id":"x","name":"n","rootfs":"/r","argv":["true"],"env":[],
+            "workdir":"/","user":null,"hostname":"h","tty":false,"stdin":false,"cpus":1,
+            "memory":1,"kernel":"/k","auto_remove":false,"created":0}"#;
+        let cfg: BoxConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(cfg.restart, RestartPolicy::No);
+        assert!(cfg.labels.is_empty() && cfg.layer.is_none());
+        let st: BoxState = serde_json::from_str(
+            r#"{"status":"exited","pid":null,"started":null,"finished":null,
+                "exit_code":0,"error":null}"#,
+        )
+        .unwrap();
+        assert_eq!(st.restart_count, 0);
+    }
 }

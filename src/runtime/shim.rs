@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::logs::LogWriter;
 use super::record::now;
 use super::{BoxConfig, BoxState, Status, Store};
 use crate::proto::{
@@ -30,7 +31,7 @@ use crate::vmm::vm::{self, VmConfig, VmExit};
 pub const SHIM_SOCKET: &str = "shim.sock";
 pub const VSOCK_SOCKET: &str = "vsock.sock";
 pub const CONSOLE_LOG: &str = "console.log";
-pub const BOX_LOG: &str = "log.json";
+pub const BOX_LOG: &str = crate::runtime::logs::LOG_FILE;
 const ROOT_TAG: &str = "rootfs";
 /// Tags of an image's tree and of the box's layer over it.
 const IMAGE_TAG: &str = "image";
@@ -141,7 +142,7 @@ struct Shared {
     attached: (Mutex<bool>, Condvar),
     /// The main process's exit code, once known, and whether the VM ended.
     end: (Mutex<(Option<i32>, bool)>, Condvar),
-    log: Mutex<std::fs::File>,
+    log: Mutex<LogWriter>,
     /// Stop and kill requests still being answered: the shim waits for their
     /// replies to go out before it exits, or their clients would see only EOF.
     requests: (Mutex<usize>, Condvar),
@@ -167,13 +168,8 @@ impl Drop for Answering<'_> {
 
 impl Shared {
     fn output(&self, stream: &str, data: &[u8]) {
-        let line = serde_json::json!({
-            "log": String::from_utf8_lossy(data),
-            "stream": stream,
-            "time": rfc3339_now(),
-        });
         if let Ok(mut log) = self.log.lock() {
-            let _ = writeln!(log, "{line}");
+            let _ = log.write(stream, data);
         }
         let msg = if stream == "stdout" {
             Message::Stdout(data.to_vec())
@@ -231,32 +227,6 @@ impl Shared {
         let (end, _) = cv.wait_timeout_while(end, timeout, |e| !e.1).unwrap();
         end.1
     }
-}
-
-/// Formats the current time as RFC 3339 UTC with nanoseconds (Docker's log format).
-fn rfc3339_now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
 }
 
 /// Reads the request line byte by byte: what follows it are the client's frames.
@@ -478,10 +448,9 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot create the console log: {e}")),
     };
-    let log = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(BOX_LOG))
+    let log = match crate::runtime::logs::load_config(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|c| LogWriter::open(&dir, &c).map_err(|e| e.to_string()))
     {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot create the box log: {e}")),
@@ -513,9 +482,18 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
     });
 
     // The box is "created" with a live shim until its main process has started.
-    let mut st = BoxState::created();
-    st.pid = Some(std::process::id());
-    let _ = store.write_state(id, &st);
+    // Under the store's lock: `start` writes this shim's pid under it first.
+    let st = {
+        let _lock = store.lock();
+        let mut st = store.state(id).unwrap_or_else(|_| BoxState::created());
+        st.status = Status::Created;
+        st.pid = Some(std::process::id());
+        st.pid_start = super::record::process_start(std::process::id());
+        st.exit_code = None;
+        st.error = None;
+        let _ = store.write_state(id, &st);
+        st
+    };
 
     let (vm_tx, vm_rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -542,6 +520,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         let shared = shared.clone();
         let req = exec_request(&cfg);
         let hostname = cfg.hostname.clone();
+        let mut running_state = st.clone();
         std::thread::spawn(move || {
             let deadline = Instant::now() + BOOT_TIMEOUT;
             let ended = || shared.ended();
@@ -591,13 +570,11 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
             loop {
                 match read_message(&mut r) {
                     Ok(Some(Message::Started { .. })) => {
-                        let mut st = BoxState::created();
-                        st.status = Status::Running;
-                        st.pid = Some(std::process::id());
-                        st.started = Some(now());
+                        running_state.status = Status::Running;
+                        running_state.started = Some(now());
                         let _ = super::store::write_json_atomic(
                             &shared.box_dir.join(super::store::STATE_FILE),
-                            &st,
+                            &running_state,
                         );
                     }
                     Ok(Some(Message::Stdout(d))) => shared.output("stdout", &d),
@@ -647,8 +624,12 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
     }
     st.status = Status::Exited;
     st.pid = None;
+    st.pid_start = None;
     st.finished = Some(now());
     st.exit_code = Some(code);
+    if let Ok(mut log) = shared.log.lock() {
+        let _ = log.flush();
+    }
     let _ = store.write_state(id, &st);
     let _ = std::fs::remove_dir_all(&sockets);
     // Removed before clients hear the end, so `run --rm` returns with no box left.
@@ -720,16 +701,5 @@ mod tests {
         accepted.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"x");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn log_timestamps_are_rfc3339_utc() {
-        let t = rfc3339_now();
-        assert_eq!(t.len(), 30, "{t}");
-        assert!(t.ends_with('Z'));
-        assert_eq!(&t[4..5], "-");
-        assert_eq!(&t[10..11], "T");
-        let year: u32 = t[..4].parse().unwrap();
-        assert!(year >= 2024);
     }
 }

@@ -51,6 +51,19 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// Whether the shim `st` names is still the process that runs the box: it
+/// exists and, when its start time was recorded, started then.
+pub fn shim_alive(st: &BoxState) -> bool {
+    let Some(pid) = st.pid else {
+        return false;
+    };
+    match (st.pid_start, super::record::process_start(pid)) {
+        (Some(recorded), Some(now)) => recorded == now,
+        (None, Some(_)) => true,
+        (_, None) => false,
+    }
+}
+
 /// A new random 64-hex-digit box ID.
 pub fn new_id() -> String {
     let mut b = [0u8; 32];
@@ -180,22 +193,23 @@ impl Store {
     /// The box's state, corrected when its shim died without recording an end: a box
     /// is never reported running when nothing runs it.
     pub fn live_state(&self, id: &str) -> Result<BoxState> {
-        let mut st = self.state(id)?;
-        if st.status == super::Status::Exited {
-            return Ok(st);
-        }
-        let Some(pid) = st.pid else {
-            return Ok(st);
-        };
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if alive {
+        let st = self.state(id)?;
+        if shim_alive(&st) {
             return Ok(st);
         }
         let _lock = self.lock()?;
+        self.settle_locked(id)
+    }
+
+    /// [`Store::live_state`] for a caller that holds the lock.
+    pub fn settle_locked(&self, id: &str) -> Result<BoxState> {
+        let mut st = self.state(id)?;
+        let Some(pid) = st.pid.filter(|_| !shim_alive(&st)) else {
+            return Ok(st);
+        };
         st.status = super::Status::Exited;
         st.pid = None;
+        st.pid_start = None;
         st.finished = Some(super::record::now());
         st.exit_code = Some(EXIT_SHIM_DIED);
         st.error = Some(format!(
@@ -261,6 +275,7 @@ mod tests {
             image: None,
             image_name: None,
             labels: Default::default(),
+            restart: Default::default(),
             argv: vec!["true".into()],
             env: vec![],
             workdir: "/".into(),
@@ -360,6 +375,23 @@ mod tests {
     }
 
     #[test]
+    fn a_pid_reused_by_another_process_is_not_the_box_shim() {
+        let (s, dir) = temp_store();
+        let mut c = cfg("reused");
+        s.create(&mut c).unwrap();
+        let mut st = BoxState::created();
+        st.status = crate::runtime::Status::Running;
+        // This process exists, but it started at another time than recorded.
+        st.pid = Some(std::process::id());
+        st.pid_start = crate::runtime::record::process_start(std::process::id()).map(|t| t + 1);
+        s.write_state(&c.id, &st).unwrap();
+        let live = s.live_state(&c.id).unwrap();
+        assert_eq!(live.status, crate::runtime::Status::Exited);
+        assert_eq!(live.exit_code, Some(EXIT_SHIM_DIED));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_running_shim_keeps_its_box_running() {
         let (s, dir) = temp_store();
         let mut c = cfg("alive");
@@ -367,6 +399,7 @@ mod tests {
         let mut st = BoxState::created();
         st.status = crate::runtime::Status::Running;
         st.pid = Some(std::process::id());
+        st.pid_start = crate::runtime::record::process_start(std::process::id());
         s.write_state(&c.id, &st).unwrap();
         assert_eq!(
             s.live_state(&c.id).unwrap().status,

@@ -1,0 +1,219 @@
+//! Starting, stopping and removing boxes: what `run`, `create`/`start`, `stop`,
+//! `kill`, `rm` and `wait` (and later the CRI server) do to a box through its
+//! record and its shim.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::shim::SHIM_SOCKET;
+use super::store::shim_alive;
+use super::{RuntimeError, Status, Store};
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// How long a box may take from its shim's start to its main process's.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `rm -f` waits for a killed box's shim to end before killing it.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+/// Starts the shim of box `id`, which must be created or exited, in its own
+/// session, detached from this terminal. Returns once a client can attach
+/// (`wait_for_attach`: the main process waits for it) or once the main process
+/// has started. A box already running is left alone: `Ok(false)`.
+pub fn start(store: &Store, id: &str, wait_for_attach: bool) -> Result<bool> {
+    let dir = store.box_dir(id);
+    let io = |what, e| RuntimeError::io(what, &dir, e);
+    let mut child = {
+        // Under the lock, so that two starts of one box make one shim: the
+        // second sees the first one's pid, which the shim itself keeps.
+        let _lock = store.lock()?;
+        let mut st = store.settle_locked(id)?;
+        if st.pid.is_some() && shim_alive(&st) {
+            return Ok(false);
+        }
+        let log = std::fs::File::create(dir.join("shim.log"))
+            .map_err(|e| io("cannot create the shim log in", e))?;
+        let exe = std::env::current_exe().map_err(|e| io("cannot find this binary for", e))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("shim").arg("--box").arg(id);
+        if wait_for_attach {
+            cmd.arg("--wait-attach");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| io("cannot open", e))?)
+            .stderr(log);
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| io("cannot start the shim of", e))?;
+        if st.started.is_some() {
+            st.restart_count += 1;
+        }
+        st.status = Status::Created;
+        st.pid = Some(child.id());
+        st.pid_start = super::record::process_start(child.id());
+        st.exit_code = None;
+        st.error = None;
+        store.write_state(id, &st)?;
+        child
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    let ready = || {
+        store.socket_dir(id).join(SHIM_SOCKET).exists()
+            && (wait_for_attach || store.state(id).is_ok_and(|s| s.status != Status::Created))
+    };
+    loop {
+        if ready() {
+            // Reap it later from a thread so it never lingers as a zombie of ours.
+            std::thread::spawn(move || child.wait());
+            return Ok(true);
+        }
+        let failed = |why: String| {
+            let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+            RuntimeError::StartFailed(format!("{why}: {}", log.trim()))
+        };
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| io("cannot wait for the shim of", e))?
+        {
+            // The shim records its own failures; one that died before it could
+            // is recorded here.
+            let _ = store.live_state(id);
+            return Err(failed(status.to_string()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = store.live_state(id);
+            return Err(failed("it did not start within two minutes".into()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Connects to the shim of running box `id`.
+pub fn connect(store: &Store, id: &str) -> Result<UnixStream> {
+    let state = store.live_state(id)?;
+    if state.status == Status::Exited || state.pid.is_none() {
+        return Err(RuntimeError::NotRunning(short(id).into()));
+    }
+    UnixStream::connect(store.socket_dir(id).join(SHIM_SOCKET))
+        .map_err(|_| RuntimeError::NotRunning(short(id).into()))
+}
+
+/// Sends one request line to the shim of box `id` and waits for its `OK`.
+pub fn request(store: &Store, id: &str, line: &str) -> Result<()> {
+    let mut conn = connect(store, id)?;
+    let shim_err = |e: std::io::Error| RuntimeError::Shim(e.to_string());
+    conn.write_all(line.as_bytes()).map_err(shim_err)?;
+    let mut reply = String::new();
+    BufReader::new(conn)
+        .read_line(&mut reply)
+        .map_err(shim_err)?;
+    match reply.trim_end() {
+        "OK" => Ok(()),
+        // The shim went away without a word: fine if the box did end.
+        "" if store.live_state(id)?.status == Status::Exited => Ok(()),
+        "" => Err(RuntimeError::Shim(
+            "it closed the connection without an answer".into(),
+        )),
+        r => Err(RuntimeError::Shim(
+            r.strip_prefix("ERR ").unwrap_or(r).to_string(),
+        )),
+    }
+}
+
+/// Stops box `id` (SIGTERM, then power-off after `grace` seconds); a box that
+/// is not running is left as it is.
+pub fn stop(store: &Store, id: &str, grace: u64) -> Result<()> {
+    let st = store.live_state(id)?;
+    if st.status == Status::Exited || !shim_alive(&st) {
+        return Ok(());
+    }
+    request(store, id, &format!("STOP {grace}\n"))
+}
+
+/// Ends box `id` at once: its shim powers the VM off, and a shim that does
+/// not answer within [`KILL_GRACE`] is killed (the VM is that process).
+pub fn kill_now(store: &Store, id: &str) -> Result<()> {
+    let st = store.live_state(id)?;
+    let Some(pid) = st.pid.filter(|_| shim_alive(&st)) else {
+        return Ok(());
+    };
+    let _ = request(store, id, &format!("KILL {}\n", libc::SIGKILL));
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline {
+        if !shim_alive(&store.state(id)?) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if shim_alive(&store.state(id)?) {
+        // SAFETY: kill takes plain integers; the pid is the shim's, checked
+        // just above against the start time recorded with it.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    store.live_state(id).map(|_| ())
+}
+
+/// Removes box `id`: its record, its layer, its logs. A running box is
+/// refused unless `force`, which kills it first.
+pub fn remove(store: &Store, id: &str, force: bool) -> Result<()> {
+    let st = store.live_state(id)?;
+    if st.status != Status::Exited && shim_alive(&st) {
+        if !force {
+            return Err(RuntimeError::Running(short(id).into()));
+        }
+        kill_now(store, id)?;
+    }
+    let _lock = store.lock()?;
+    let _ = std::fs::remove_dir_all(store.socket_dir(id));
+    store.remove(id)
+}
+
+/// Waits until box `id` has run and ended, and returns its exit code.
+pub fn wait(store: &Store, id: &str) -> Result<i32> {
+    loop {
+        match store.live_state(id) {
+            Ok(st) if st.status == Status::Exited => return Ok(st.exit_code.unwrap_or(0)),
+            Ok(_) => {}
+            Err(_) if !store.box_dir(id).exists() => {
+                return Err(RuntimeError::NoSuchBox(short(id).into()))
+            }
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Renames box `id` to `name`, which must be valid and unused.
+pub fn rename(store: &Store, id: &str, name: &str) -> Result<()> {
+    let _lock = store.lock()?;
+    if !super::store::valid_name(name) {
+        return Err(RuntimeError::InvalidName(name.into()));
+    }
+    if let Some(other) = store
+        .ids()?
+        .into_iter()
+        .find(|o| store.config(o).is_ok_and(|c| c.name == name))
+    {
+        return Err(RuntimeError::NameInUse(name.into(), short(&other).into()));
+    }
+    let mut cfg = store.config(id)?;
+    cfg.name = name.into();
+    super::store::write_json_atomic(&store.box_dir(id).join(super::store::CONFIG_FILE), &cfg)
+}

@@ -1,0 +1,476 @@
+//! End to end: managing boxes as Docker does (`create`, `start`, `ps`, `inspect`,
+//! `stop`, `rm`, `rename`, `wait`) on an image's copy-on-write root, and what a
+//! crash of the CLI or of a box's VMM leaves behind. Ignored in a plain `cargo
+//! test`; `scripts/test` runs it inside `scripts/kvm-harness`.
+
+mod common;
+mod common_registry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common_registry::{images, Registry, TempDir};
+
+struct Env {
+    home: TempDir,
+    kernel: PathBuf,
+    registry: Registry,
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let kernel = common::guest_kernel();
+        let registry = Registry::start();
+        registry.push(&images().src("busybox"), "tests/busybox:1");
+        Env {
+            home: TempDir::new("e2e-lifecycle-home"),
+            kernel,
+            registry,
+        }
+    })
+}
+
+fn image() -> String {
+    format!("{}/tests/busybox:1", env().registry.host())
+}
+
+fn home() -> &'static Path {
+    env().home.path()
+}
+
+fn a3s(args: &[&str]) -> Output {
+    let e = env();
+    common::a3s_in(e.home.path(), &e.kernel, args, None)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `a3s-box args`, which must succeed; returns its stdout.
+fn ok(args: &[&str]) -> String {
+    let out = a3s(args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn inspect(b: &str, template: &str) -> String {
+    ok(&["inspect", "--format", template, b])
+        .trim_end()
+        .to_string()
+}
+
+/// Polls `inspect` until the box's status is `want`.
+fn wait_status(b: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = inspect(b, "{{.State.Status}}");
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "box {b} stayed {now}, never {want}\n{}",
+            common::box_logs(home(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn a_created_box_starts_stops_keeps_its_layer_and_is_removed() {
+    let img = image();
+    let id = ok(&[
+        "create",
+        "--name",
+        "life",
+        "-l",
+        "tier=web",
+        "-u",
+        "0",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo run >> /var-log; /bin/busybox cat /var-log | /bin/busybox wc -l; exec /bin/busybox sleep 1000",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    // Created: listed by ps -a only, and not started.
+    assert!(!ok(&["ps", "-q"]).contains(&id[..12]));
+    let listed = ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=life",
+        "--format",
+        "{{.ID}} {{.Status}} {{.Labels}}",
+    ]);
+    assert_eq!(listed, format!("{} Created tier=web\n", &id[..12]));
+    assert_eq!(
+        inspect("life", "{{.State.Status}} {{.State.Running}}"),
+        "created false"
+    );
+
+    assert_eq!(ok(&["start", "life"]), "life\n");
+    wait_status("life", "running");
+    let row = ok(&["ps", "--format", "{{.Names}}\t{{.Status}}\t{{.Image}}"]);
+    assert!(row.starts_with("life\tUp "), "{row}");
+    assert!(row.trim_end().ends_with(&img), "{row}");
+    // State.Pid is the box's VMM, a live host process.
+    let pid: u32 = inspect("life", "{{.State.Pid}}").parse().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(
+        ok(&["exec", "life", "/bin/busybox", "cat", "/var-log"]),
+        "run\n"
+    );
+
+    // A running box is not removed without -f, and loses nothing.
+    let refused = a3s(&["rm", "life"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("is running"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(inspect("life", "{{.State.Status}}"), "running");
+
+    assert_eq!(ok(&["stop", "-t", "1", "life"]), "life\n");
+    assert_eq!(inspect("life", "{{.State.Status}}"), "exited");
+    let status = ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(status.contains("life Exited (137)"), "{status}");
+
+    // Started again, the box still has what it wrote: its layer is its own.
+    ok(&["start", "life"]);
+    wait_status("life", "running");
+    assert_eq!(
+        ok(&["exec", "life", "/bin/busybox", "cat", "/var-log"]),
+        "run\nrun\n"
+    );
+    assert_eq!(inspect("life", "{{.RestartCount}}"), "1");
+
+    ok(&["rename", "life", "life2"]);
+    let missing = a3s(&["inspect", "life"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(ok(&["rm", "-f", "life2"]), "life2\n");
+    assert!(!ok(&["ps", "-aq", "--no-trunc"]).contains(id));
+    assert!(
+        !home().join("boxes").join(id).exists(),
+        "the box's directory is left"
+    );
+    assert_eq!(a3s(&["rm", "life2"]).status.code(), Some(1));
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn wait_prints_the_exit_code_and_an_in_use_image_is_kept() {
+    let img = image();
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "waited",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 3",
+    ]);
+    assert_eq!(ok(&["wait", "waited"]), "3\n");
+    assert_eq!(inspect("waited", "{{.State.ExitCode}}"), "3");
+    let code = ok(&["ps", "-a", "--filter", "exited=3", "--format", "{{.Names}}"]);
+    assert_eq!(code, "waited\n");
+    // The stopped box still stands on the image.
+    let rmi = a3s(&["rmi", &img]);
+    assert_ne!(rmi.status.code(), Some(0));
+    assert!(stderr(&rmi).contains("waited"), "{}", stderr(&rmi));
+    ok(&["rm", "waited"]);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn a_box_whose_vmm_was_killed_shows_exited_and_can_be_removed() {
+    let img = image();
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "crashed",
+        &img,
+        "/bin/busybox",
+        "sleep",
+        "1000",
+    ]);
+    let pid: i32 = inspect("crashed", "{{.State.Pid}}").parse().unwrap();
+    // SAFETY: kill takes plain integers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(Instant::now() < deadline, "the VMM did not die");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        inspect("crashed", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 255"
+    );
+    let row = ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=crashed",
+        "--format",
+        "{{.Status}}",
+    ]);
+    assert!(row.starts_with("Exited (255)"), "{row}");
+    assert!(!ok(&["ps", "--format", "{{.Names}}"]).contains("crashed"));
+    ok(&["rm", "crashed"]);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn a_cli_killed_during_run_leaves_no_half_record() {
+    let img = image();
+    let e = env();
+    for (i, after) in [5u64, 60, 400, 1500].into_iter().enumerate() {
+        let name = format!("cut-{i}");
+        let mut child = Command::new(common::bin())
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                &img,
+                "/bin/busybox",
+                "sleep",
+                "1000",
+            ])
+            .env("A3S_BOX_HOME", e.home.path())
+            .env("A3S_BOX_KERNEL", &e.kernel)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(after));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Every box directory is a whole record that ps lists, and rm -f removes.
+    let listed = ok(&["ps", "-a", "-q", "--no-trunc"]);
+    for d in std::fs::read_dir(home().join("boxes")).unwrap().flatten() {
+        let n = d.file_name().to_string_lossy().into_owned();
+        if n.len() != 64 {
+            continue;
+        }
+        assert!(
+            d.path().join("config.json").exists() || !d.path().join("state.json").exists(),
+            "{n}: a record without its config"
+        );
+        if d.path().join("config.json").exists() {
+            assert!(listed.contains(&n), "{n} is not listed by ps -a");
+        }
+    }
+    let cut = ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=cut-",
+        "--format",
+        "{{.Names}}",
+    ]);
+    for name in cut.lines() {
+        assert_eq!(ok(&["rm", "-f", name]), format!("{name}\n"));
+    }
+    let left = ok(&["ps", "-a", "--filter", "name=cut-", "-q"]);
+    assert_eq!(left, "", "boxes left after rm -f");
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn concurrent_creates_with_distinct_names_all_succeed_and_one_name_wins_once() {
+    let img = image();
+    // Pulled once, so the creates race on the box records alone.
+    ok(&["pull", "-q", &img]);
+    let e = env();
+    let spawn = |name: String| {
+        let (img, home, kernel) = (img.clone(), e.home.path().to_owned(), e.kernel.clone());
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(common::bin());
+            cmd.args(["create", "--name", &name, &img, "/bin/busybox", "true"])
+                .env("A3S_BOX_HOME", home)
+                .env("A3S_BOX_KERNEL", kernel);
+            common::output_within(&mut cmd, None, common::COMMAND_LIMIT, String::new)
+        })
+    };
+    let distinct: Vec<_> = (0..50).map(|i| spawn(format!("many-{i}"))).collect();
+    for t in distinct {
+        let out = t.join().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let names = ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=many-",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(names.lines().count(), 50, "{names}");
+    let same: Vec<_> = (0..8).map(|_| spawn("only-one".to_string())).collect();
+    let outs: Vec<Output> = same.into_iter().map(|t| t.join().unwrap()).collect();
+    let won = outs.iter().filter(|o| o.status.code() == Some(0)).count();
+    assert_eq!(won, 1, "exactly one create of a name wins");
+    for o in outs.iter().filter(|o| o.status.code() != Some(0)) {
+        assert_eq!(o.status.code(), Some(125));
+        assert!(stderr(o).contains("already in use"), "{}", stderr(o));
+    }
+    let mut all: Vec<String> = (0..50).map(|i| format!("many-{i}")).collect();
+    all.push("only-one".into());
+    let mut args = vec!["rm"];
+    args.extend(all.iter().map(String::as_str));
+    ok(&args);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn several_boxes_run_at_once_and_ps_lists_them_all() {
+    let img = image();
+    ok(&["pull", "-q", &img]);
+    let e = env();
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (img, home, kernel) = (img.clone(), e.home.path().to_owned(), e.kernel.clone());
+            std::thread::spawn(move || {
+                let mut cmd = Command::new(common::bin());
+                cmd.args([
+                    "run",
+                    "-d",
+                    "-m",
+                    "64m",
+                    "--name",
+                    &format!("par-{i}"),
+                    &img,
+                    "/bin/busybox",
+                    "sleep",
+                    "1000",
+                ])
+                .env("A3S_BOX_HOME", home)
+                .env("A3S_BOX_KERNEL", kernel);
+                common::output_within(&mut cmd, None, common::COMMAND_LIMIT, String::new)
+            })
+        })
+        .collect();
+    for t in threads {
+        let out = t.join().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let running = ok(&[
+        "ps",
+        "--filter",
+        "name=par-",
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]);
+    assert_eq!(running.lines().count(), 6, "{running}");
+    assert!(
+        running.lines().all(|l| l.ends_with(" running")),
+        "{running}"
+    );
+    let names: Vec<String> = (0..6).map(|i| format!("par-{i}")).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    ok(&args);
+    assert_eq!(ok(&["ps", "-a", "--filter", "name=par-", "-q"]), "");
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn logs_rotate_keep_at_most_max_file_files_and_follow_to_the_end() {
+    let img = image();
+    let id = ok(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; echo to-stderr >&2; sleep 2",
+    ]);
+    // -f returns once the box has ended, with everything it wrote at the end.
+    let followed = a3s(&["logs", "-f", "chatty"]);
+    assert_eq!(followed.status.code(), Some(0));
+    assert!(
+        stdout(&followed).ends_with("line-299\n"),
+        "{}",
+        stdout(&followed)
+    );
+    assert_eq!(stderr(&followed), "to-stderr\n");
+    assert_eq!(ok(&["logs", "--tail", "1", "chatty"]), "");
+    let tail = a3s(&["logs", "--tail", "2", "chatty"]);
+    assert_eq!(stdout(&tail), "line-299\n");
+    let stamped = ok(&["logs", "-t", "--tail", "3", "chatty"]);
+    assert!(
+        stamped.starts_with("20") && stamped.contains("Z line-298\n"),
+        "{stamped}"
+    );
+    let dir = home().join("boxes").join(id.trim());
+    let logs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("log.json"))
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for f in &logs {
+        let len = std::fs::metadata(dir.join(f)).unwrap().len();
+        assert!(len <= 2000, "{f} has {len} bytes");
+    }
+    ok(&["rm", "chatty"]);
+
+    ok(&[
+        "run",
+        "--name",
+        "silent",
+        "--log-driver",
+        "none",
+        &img,
+        "/bin/busybox",
+        "echo",
+        "hi",
+    ]);
+    let refused = a3s(&["logs", "silent"]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        stderr(&refused).contains("does not support reading"),
+        "{}",
+        stderr(&refused)
+    );
+    ok(&["rm", "silent"]);
+    let bad = a3s(&["run", "--log-opt", "max-file=2", &img, "true"]);
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(stderr(&bad).contains("max-size"), "{}", stderr(&bad));
+}

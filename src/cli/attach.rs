@@ -118,9 +118,7 @@ pub fn stop(a: StopArgs) -> anyhow::Result<i32> {
 
 pub fn kill(a: KillArgs) -> anyhow::Result<i32> {
     let sig = parse_signal(&a.signal).with_context(|| format!("invalid signal {:?}", a.signal))?;
-    each(&a.boxes, |store, id| {
-        Ok(lifecycle::request(store, id, &format!("KILL {sig}\n"))?)
-    })
+    each(&a.boxes, |store, id| Ok(lifecycle::kill(store, id, sig)?))
 }
 
 #[cfg(test)]

@@ -317,7 +317,7 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
             .join(crate::runtime::store::CONFIG_FILE),
         &cfg,
     )?;
-
+    crate::runtime::events::emit(store.root(), "create", &cfg, &[]);
     Ok((store, cfg))
 }
 

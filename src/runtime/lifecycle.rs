@@ -79,6 +79,7 @@ pub fn start(store: &Store, id: &str, wait_for_attach: bool) -> Result<bool> {
         if ready() {
             // Reap it later from a thread so it never lingers as a zombie of ours.
             std::thread::spawn(move || child.wait());
+            super::events::emit_box(store, "start", id, &[]);
             return Ok(true);
         }
         let failed = |why: String| {
@@ -143,7 +144,22 @@ pub fn stop(store: &Store, id: &str, grace: u64) -> Result<()> {
     if st.status == Status::Exited || !shim_alive(&st) {
         return Ok(());
     }
-    request(store, id, &format!("STOP {grace}\n"))
+    // Docker's order: the SIGTERM's kill, the shim's die, then stop.
+    super::events::emit_box(store, "kill", id, &[("signal", libc::SIGTERM.to_string())]);
+    request(store, id, &format!("STOP {grace}\n"))?;
+    super::events::emit_box(store, "stop", id, &[]);
+    Ok(())
+}
+
+/// Sends signal `sig` to the main process of running box `id` (SIGKILL: its
+/// shim powers the VM off).
+pub fn kill(store: &Store, id: &str, sig: i32) -> Result<()> {
+    let st = store.live_state(id)?;
+    if st.status == Status::Exited || !shim_alive(&st) {
+        return Err(RuntimeError::NotRunning(short(id).into()));
+    }
+    super::events::emit_box(store, "kill", id, &[("signal", sig.to_string())]);
+    request(store, id, &format!("KILL {sig}\n"))
 }
 
 /// Ends box `id` at once: its shim powers the VM off, and a shim that does
@@ -153,6 +169,7 @@ pub fn kill_now(store: &Store, id: &str) -> Result<()> {
     let Some(pid) = st.pid.filter(|_| shim_alive(&st)) else {
         return Ok(());
     };
+    super::events::emit_box(store, "kill", id, &[("signal", libc::SIGKILL.to_string())]);
     let _ = request(store, id, &format!("KILL {}\n", libc::SIGKILL));
     let deadline = Instant::now() + KILL_GRACE;
     while Instant::now() < deadline {
@@ -180,9 +197,14 @@ pub fn remove(store: &Store, id: &str, force: bool) -> Result<()> {
         }
         kill_now(store, id)?;
     }
+    let cfg = store.config(id);
     let _lock = store.lock()?;
     let _ = std::fs::remove_dir_all(store.socket_dir(id));
-    store.remove(id)
+    store.remove(id)?;
+    if let Ok(cfg) = cfg {
+        super::events::emit(store.root(), "destroy", &cfg, &[]);
+    }
+    Ok(())
 }
 
 /// Waits until box `id` has run and ended, and returns its exit code.
@@ -214,6 +236,10 @@ pub fn rename(store: &Store, id: &str, name: &str) -> Result<()> {
         return Err(RuntimeError::NameInUse(name.into(), short(&other).into()));
     }
     let mut cfg = store.config(id)?;
-    cfg.name = name.into();
-    super::store::write_json_atomic(&store.box_dir(id).join(super::store::CONFIG_FILE), &cfg)
+    let old = std::mem::replace(&mut cfg.name, name.into());
+    super::store::write_json_atomic(&store.box_dir(id).join(super::store::CONFIG_FILE), &cfg)?;
+    // Docker gives the old name as it names containers, with a slash.
+    let old = ("oldName", format!("/{old}"));
+    super::events::emit(store.root(), "rename", &cfg, &[old]);
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Boxes on this host: their records under the state directory, names and IDs, and
 //! the lifecycle the CLI (and later the CRI server) drive through the shim.
 
+pub mod events;
 pub mod lifecycle;
 pub mod logs;
 pub mod record;

@@ -18,6 +18,7 @@ pub const STATE_FILE: &str = "state.json";
 pub const EXIT_SHIM_DIED: i32 = 255;
 
 pub struct Store {
+    root: PathBuf,
     boxes: PathBuf,
     sockets: PathBuf,
 }
@@ -110,9 +111,15 @@ impl Store {
         std::fs::create_dir_all(&boxes)
             .map_err(|e| RuntimeError::io("cannot create", &boxes, e))?;
         Ok(Store {
+            root: state.to_owned(),
             boxes,
             sockets: state.join("s"),
         })
+    }
+
+    /// The state directory the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn box_dir(&self, id: &str) -> PathBuf {

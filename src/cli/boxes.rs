@@ -576,7 +576,10 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
                 },
                 "Config": {},
             },
-            "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
+            "RestartPolicy": {
+                "Name": cfg.restart.name(),
+                "MaximumRetryCount": cfg.restart.max_retries(),
+            },
         },
         "GraphDriver": graph,
         "Mounts": [],

@@ -3,6 +3,7 @@
 
 mod attach;
 mod boxes;
+mod events;
 mod exec;
 mod image;
 mod install;
@@ -10,6 +11,7 @@ mod logs;
 mod run;
 mod session;
 mod shim;
+mod system;
 pub mod template;
 
 use std::ffi::OsString;
@@ -98,7 +100,11 @@ enum Command {
     Kill(attach::KillArgs),
     Install(install::InstallArgs),
     Initramfs(install::InitramfsArgs),
-    Version(VersionArgs),
+    Version(system::VersionArgs),
+    Info(system::InfoArgs),
+    Events(events::EventsArgs),
+    SystemPrune(system::PruneArgs),
+    ContainerUpdate(system::UpdateArgs),
     Pull(image::Eq<image::PullArgs>),
     Images(image::ImagesArgs),
     Rmi(image::RmiArgs),
@@ -113,11 +119,6 @@ enum Command {
     Load(image::Eq<image::LoadArgs>),
     Logs(image::Eq<logs::LogsArgs>),
 }
-
-/// Print the version.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "version")]
-struct VersionArgs {}
 
 /// Parses with argh, printing help or the parse error as argh does.
 pub(crate) fn parse<T: FromArgs>(name: &str, args: &[&str]) -> Result<T, i32> {
@@ -169,6 +170,7 @@ fn expand_grouped_switches(args: &[&str]) -> Vec<String> {
         Some(&"start") => ("ai", &[]),
         Some(&"ps") => ("aqls", &["-n", "-f", "--filter", "--format"]),
         Some(&"rm") => ("fv", &[]),
+        Some(&"system-prune") => ("af", &[]),
         Some(&"logs") => ("ft", &["--tail", "--since", "--until"]),
         Some(&"exec") => ("it", &["-u", "--user", "-e", "--env", "-w", "--workdir"]),
         _ => return args.iter().map(|a| a.to_string()).collect(),
@@ -219,7 +221,10 @@ fn cli_main(args: &[&str]) -> i32 {
         | Command::Ps(_)
         | Command::Inspect(_)
         | Command::Stop(_)
-        | Command::Kill(_) => 1,
+        | Command::Kill(_)
+        | Command::Events(_)
+        | Command::SystemPrune(_)
+        | Command::ContainerUpdate(_) => 1,
         _ => EXIT_FAILURE,
     };
     let result = match cli.command {
@@ -251,10 +256,11 @@ fn cli_main(args: &[&str]) -> i32 {
         Command::Save(a) => image::save(a),
         Command::Load(a) => image::load(a),
         Command::Logs(a) => logs::logs(a),
-        Command::Version(_) => {
-            println!("a3s-box {}", env!("CARGO_PKG_VERSION"));
-            Ok(0)
-        }
+        Command::Version(a) => system::version(a),
+        Command::Info(a) => system::info(a),
+        Command::Events(a) => events::events(a),
+        Command::SystemPrune(a) => system::prune(a),
+        Command::ContainerUpdate(a) => system::update(a),
     };
     match result {
         Ok(code) => code,

@@ -81,7 +81,7 @@ pub struct RunArgs {
 
 /// `--cpus` as Docker writes it (`2`, `2.0`), as long as it is a whole number:
 /// a box's CPUs are vCPUs, and a fraction of one is not something it can have.
-fn parse_cpus(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_cpus(s: &str) -> Result<u32, String> {
     let whole = match s.split_once('.') {
         Some((w, frac)) if frac.bytes().all(|b| b == b'0') => w,
         Some(_) => {

@@ -9,6 +9,10 @@ mod kvm;
 #[cfg(target_os = "linux")]
 pub use kvm::{KvmHypervisor as PlatformHypervisor, KvmVcpu as PlatformVcpu, KvmVm as PlatformVm};
 
+/// The platform's hypervisor as users know it (`a3s-box info`).
+#[cfg(target_os = "linux")]
+pub const NAME: &str = "KVM";
+
 use vmm_sys_util::eventfd::EventFd;
 
 /// Failures of the hypervisor layer. The messages say what the user can do.

@@ -162,7 +162,8 @@ fn a_created_box_starts_stops_keeps_its_layer_and_is_removed() {
         ok(&["exec", "life", "/bin/busybox", "cat", "/var-log"]),
         "run\nrun\n"
     );
-    assert_eq!(inspect("life", "{{.RestartCount}}"), "1");
+    // Started by hand: no restart by a policy.
+    assert_eq!(inspect("life", "{{.RestartCount}}"), "0");
 
     ok(&["rename", "life", "life2"]);
     let missing = a3s(&["inspect", "life"]);
@@ -418,7 +419,9 @@ fn logs_rotate_keep_at_most_max_file_files_and_follow_to_the_end() {
         "/bin/busybox",
         "sh",
         "-c",
-        "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; echo to-stderr >&2; sleep 2",
+        // Output of two streams is ordered only by time: a pause keeps the last
+        // stdout line before the stderr one.
+        "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; sleep 1; echo to-stderr >&2; sleep 2",
     ]);
     // -f returns once the box has ended, with everything it wrote at the end.
     let followed = a3s(&["logs", "-f", "chatty"]);
@@ -473,4 +476,261 @@ fn logs_rotate_keep_at_most_max_file_files_and_follow_to_the_end() {
     let bad = a3s(&["run", "--log-opt", "max-file=2", &img, "true"]);
     assert_eq!(bad.status.code(), Some(125));
     assert!(stderr(&bad).contains("max-size"), "{}", stderr(&bad));
+}
+
+/// Polls until `check` holds for the box's `inspect` line `template`.
+fn wait_inspect(b: &str, template: &str, check: impl Fn(&str) -> bool, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = inspect(b, template);
+        if check(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "box {b}: {what} never happened (last: {now})\n{}",
+            common::box_logs(home(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn on_failure_restarts_at_most_n_times_and_always_survives_its_process_dying() {
+    let img = image();
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:3",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo try >> /tries; exit 3",
+    ]);
+    let end = wait_inspect(
+        "flaky",
+        "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}",
+        |s| s.starts_with("exited"),
+        "the last failure",
+    );
+    assert_eq!(end, "exited 3 3");
+    // Each end and restart is an event, kept for `events --since`.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let actions = ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "container=flaky",
+        "--format",
+        "{{.Action}}",
+    ]);
+    let count = |a: &str| actions.lines().filter(|l| *l == a).count();
+    assert_eq!(
+        (
+            count("create"),
+            count("start"),
+            count("die"),
+            count("restart")
+        ),
+        (1, 4, 4, 3),
+        "{actions}"
+    );
+    assert_eq!(
+        inspect(
+            "flaky",
+            "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"
+        ),
+        "on-failure 3"
+    );
+    ok(&["rm", "flaky"]);
+
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "phoenix",
+        "--restart",
+        "always",
+        "-u",
+        "0",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo up >> /runs; /bin/busybox sleep 1000 & echo $! > /sleep.pid; wait",
+    ]);
+    wait_status("phoenix", "running");
+    // The main process dies (the sleep it waits for is killed) and the policy
+    // brings it back.
+    let out = a3s(&[
+        "exec",
+        "phoenix",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "while [ ! -s /sleep.pid ]; do /bin/busybox sleep 0.1; done; kill -9 $(/bin/busybox cat /sleep.pid)",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_inspect("phoenix", "{{.RestartCount}}", |s| s == "1", "the restart");
+    wait_status("phoenix", "running");
+    // The same box again, with its layer: the main process ran twice in it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = a3s(&["exec", "phoenix", "/bin/busybox", "cat", "/runs"]);
+        if stdout(&out) == "up\nup\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", stdout(&out));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // stop is never undone by the policy.
+    assert_eq!(ok(&["stop", "-t", "1", "phoenix"]), "phoenix\n");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        inspect("phoenix", "{{.State.Status}} {{.RestartCount}}"),
+        "exited 1"
+    );
+    ok(&["rm", "phoenix"]);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn the_monitor_brings_back_always_boxes_after_their_vmm_dies_but_not_stopped_ones() {
+    let img = image();
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keeper",
+        "--restart",
+        "always",
+        &img,
+        "/bin/busybox",
+        "sleep",
+        "1000",
+    ]);
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "resting",
+        "--restart",
+        "unless-stopped",
+        &img,
+        "/bin/busybox",
+        "sleep",
+        "1000",
+    ]);
+    ok(&["stop", "-t", "1", "resting"]);
+    // As after a reboot: every process of the box is gone.
+    let pid: i32 = inspect("keeper", "{{.State.Pid}}").parse().unwrap();
+    // SAFETY: kill takes plain integers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_inspect(
+        "keeper",
+        "{{.State.Status}}",
+        |s| s == "exited",
+        "the VMM's death noticed",
+    );
+    let started = ok(&["monitor", "--once"]);
+    assert_eq!(started, "started keeper\n");
+    wait_status("keeper", "running");
+    assert_eq!(inspect("resting", "{{.State.Status}}"), "exited");
+    ok(&["rm", "-f", "keeper", "resting"]);
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn health_goes_healthy_then_unhealthy_when_the_check_starts_failing() {
+    let img = image();
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "checked",
+        "-u",
+        "0",
+        "--health-cmd",
+        "test -e /ok && echo fine",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "--health-timeout",
+        "20s",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "touch /ok; exec /bin/busybox sleep 1000",
+    ]);
+    wait_inspect(
+        "checked",
+        "{{.State.Health.Status}}",
+        |s| s == "healthy",
+        "healthy",
+    );
+    let row = ok(&["ps", "--filter", "name=checked", "--format", "{{.Status}}"]);
+    assert!(row.trim_end().ends_with("(healthy)"), "{row}");
+    let log = inspect(
+        "checked",
+        "{{range .State.Health.Log}}{{.ExitCode}}:{{.Output}}{{end}}",
+    );
+    assert!(log.contains("0:fine"), "{log}");
+    ok(&["exec", "checked", "/bin/busybox", "rm", "/ok"]);
+    wait_inspect(
+        "checked",
+        "{{.State.Health.Status}}",
+        |s| s == "unhealthy",
+        "unhealthy",
+    );
+    let streak: u32 = inspect("checked", "{{.State.Health.FailingStreak}}")
+        .parse()
+        .unwrap();
+    assert!(streak >= 2, "{streak}");
+    let listed = ok(&[
+        "ps",
+        "--filter",
+        "health=unhealthy",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(listed, "checked\n");
+    ok(&["rm", "-f", "checked"]);
+    let bad = a3s(&[
+        "run",
+        "--no-healthcheck",
+        "--health-cmd",
+        "true",
+        &img,
+        "true",
+    ]);
+    assert_eq!(bad.status.code(), Some(125));
+    let bad = a3s(&[
+        "run",
+        "--health-interval",
+        "soon",
+        "--health-cmd",
+        "true",
+        &img,
+        "true",
+    ]);
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(
+        stderr(&bad).contains("--health-interval"),
+        "{}",
+        stderr(&bad)
+    );
 }

@@ -98,6 +98,20 @@ pub struct WaitArgs {
     boxes: Vec<String>,
 }
 
+/// Keep boxes running by their restart policies: at start, bring up every
+/// `always` box and every `unless-stopped` box not stopped by hand (as after a
+/// reboot); then, every few seconds, boxes whose VMM died.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "monitor")]
+pub struct MonitorArgs {
+    /// make the first pass only, then exit
+    #[argh(switch)]
+    once: bool,
+    /// seconds between passes (default 2)
+    #[argh(option, default = "2")]
+    interval: u64,
+}
+
 /// List boxes.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "ps")]
@@ -120,7 +134,7 @@ pub struct PsArgs {
     /// do not truncate IDs and commands
     #[argh(switch)]
     no_trunc: bool,
-    /// filter: status=, name=, label=KEY[=VALUE], ancestor=, id=, exited= (repeatable)
+    /// filter: status=, name=, label=KEY[=VALUE], ancestor=, id=, exited=, health= (repeatable)
     #[argh(option, short = 'f')]
     filter: Vec<String>,
     /// a Go template, json, or table [TEMPLATE]
@@ -189,6 +203,24 @@ pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
     })
 }
 
+pub fn monitor(a: MonitorArgs) -> anyhow::Result<i32> {
+    let store = open()?;
+    let mut first = true;
+    loop {
+        for (name, started) in lifecycle::resurrect(&store, first) {
+            match started {
+                Ok(()) => println!("started {name}"),
+                Err(e) => eprintln!("a3s-box: monitor: {name}: {e}"),
+            }
+        }
+        if a.once {
+            return Ok(0);
+        }
+        first = false;
+        std::thread::sleep(Duration::from_secs(a.interval.max(1)));
+    }
+}
+
 pub fn rename(a: RenameArgs) -> anyhow::Result<i32> {
     let store = open()?;
     let id = store.resolve(&a.r#box)?;
@@ -245,6 +277,7 @@ fn state_word(st: &BoxState) -> &'static str {
         Status::Created => "created",
         Status::Running => "running",
         Status::Paused => "paused",
+        Status::Restarting => "restarting",
         Status::Exited => "exited",
     }
 }
@@ -254,8 +287,19 @@ fn status_text(st: &BoxState, now: u64) -> String {
     match state_word(st) {
         "created" => "Created".into(),
         "running" => format!(
-            "Up {}",
-            human_duration(now.saturating_sub(st.started.unwrap_or(now)))
+            "Up {}{}",
+            human_duration(now.saturating_sub(st.started.unwrap_or(now))),
+            match st.health.as_ref().map(|h| h.status.as_str()) {
+                Some("starting") => " (health: starting)",
+                Some("healthy") => " (healthy)",
+                Some("unhealthy") => " (unhealthy)",
+                _ => "",
+            }
+        ),
+        "restarting" => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code.unwrap_or(0),
+            human_duration(now.saturating_sub(st.finished.unwrap_or(now)))
         ),
         "paused" => format!(
             "Up {} (Paused)",
@@ -343,6 +387,7 @@ enum Filter {
     Ancestor(String),
     Id(String),
     Exited(i32),
+    Health(String),
 }
 
 fn parse_filter(f: &str) -> anyhow::Result<Filter> {
@@ -375,6 +420,12 @@ fn parse_filter(f: &str) -> anyhow::Result<Filter> {
         },
         "ancestor" => Filter::Ancestor(v.into()),
         "id" => Filter::Id(v.into()),
+        "health" => match v {
+            "starting" | "healthy" | "unhealthy" | "none" => Filter::Health(v.into()),
+            _ => {
+                bail!("invalid filter 'health={v}': expected starting, healthy, unhealthy or none")
+            }
+        },
         "exited" => match v.parse() {
             Ok(n) => Filter::Exited(n),
             Err(_) => bail!("invalid filter 'exited={v}': expected an exit code"),
@@ -429,6 +480,7 @@ fn passes(filters: &[Filter], cfg: &BoxConfig, st: &BoxState, images: &ImageStor
                 Filter::Ancestor(a) => ancestor(a),
                 Filter::Id(p) => cfg.id.starts_with(p.as_str()),
                 Filter::Exited(c) => st.status == Status::Exited && st.exit_code == Some(*c),
+                Filter::Health(h) => st.health.as_ref().map_or("none", |x| x.status.as_str()) == h,
             })
     })
 }
@@ -547,7 +599,7 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
             "Status": state_word(&st),
             "Running": running,
             "Paused": st.status == Status::Paused,
-            "Restarting": false,
+            "Restarting": st.status == Status::Restarting,
             "OOMKilled": false,
             "Dead": false,
             // The box's VMM: the host process that is the box.
@@ -556,6 +608,16 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
             "Error": st.error.clone().unwrap_or_default(),
             "StartedAt": api_time(st.started),
             "FinishedAt": api_time(st.finished),
+            "Health": st.health.as_ref().map(|h| json!({
+                "Status": h.status,
+                "FailingStreak": h.failing_streak,
+                "Log": h.log.iter().map(|r| json!({
+                    "Start": rfc3339(UNIX_EPOCH + Duration::from_millis(r.start_ms)),
+                    "End": rfc3339(UNIX_EPOCH + Duration::from_millis(r.end_ms)),
+                    "ExitCode": r.exit_code,
+                    "Output": r.output,
+                })).collect::<Vec<_>>(),
+            })),
         },
         "Image": cfg.image.clone().unwrap_or_default(),
         "ResolvConfPath": "",
@@ -594,6 +656,13 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
             "WorkingDir": cfg.workdir,
             "Entrypoint": Value::Null,
             "Labels": cfg.labels,
+            "Healthcheck": cfg.health.as_ref().map(|h| json!({
+                "Test": h.argv,
+                "Interval": h.interval_ms * 1_000_000,
+                "Timeout": h.timeout_ms * 1_000_000,
+                "StartPeriod": h.start_period_ms * 1_000_000,
+                "Retries": h.retries,
+            })),
         },
         "NetworkSettings": { "Networks": {} },
     }))

@@ -116,7 +116,7 @@ pub fn logs(Eq(a): Eq<LogsArgs>) -> anyhow::Result<i32> {
         let running = || {
             store
                 .live_state(&id)
-                .is_ok_and(|s| s.status == Status::Running)
+                .is_ok_and(|s| s.status != Status::Exited && crate::runtime::store::shim_alive(&s))
         };
         logs::follow_logs(&dir, &opts, &running, &mut print)
     } else {

@@ -10,6 +10,7 @@ use crate::oci::manifest::ImageConfig;
 use crate::oci::reference::Reference;
 use crate::oci::store::ImageStore;
 use crate::runtime::record::now;
+use crate::runtime::record::RestartPolicy;
 use crate::runtime::{lifecycle, BoxConfig, Store};
 use crate::vmm::memory::parse_size;
 
@@ -44,6 +45,27 @@ pub struct RunArgs {
     /// file of labels, one KEY=VALUE a line
     #[argh(option)]
     label_file: Vec<PathBuf>,
+    /// command to check the box's health (run with /bin/sh -c)
+    #[argh(option)]
+    health_cmd: Option<String>,
+    /// time between health checks (e.g. 30s, 1m30s; default 30s)
+    #[argh(option)]
+    health_interval: Option<String>,
+    /// longest a health check may run (default 30s)
+    #[argh(option)]
+    health_timeout: Option<String>,
+    /// failures in a row that make the box unhealthy (default 3)
+    #[argh(option)]
+    health_retries: Option<u32>,
+    /// time after start when failures do not count (default 0s)
+    #[argh(option)]
+    health_start_period: Option<String>,
+    /// run no health check, not even the image's
+    #[argh(switch)]
+    no_healthcheck: bool,
+    /// restart policy: no, on-failure[:N], always, unless-stopped
+    #[argh(option, default = "String::from(\"no\")")]
+    restart: String,
     /// where the main process's output goes: json-file (default) or none
     #[argh(option, default = "String::from(\"json-file\")")]
     log_driver: String,
@@ -158,6 +180,68 @@ fn labels(flags: &[String], files: &[PathBuf]) -> anyhow::Result<BTreeMap<String
     Ok(out)
 }
 
+/// The box's health check: the image's HEALTHCHECK with the `--health-*` flags
+/// over it (Docker's rules and defaults), or none.
+fn health_check(
+    a: &RunArgs,
+    image: Option<&crate::oci::manifest::ImageHealthcheck>,
+) -> anyhow::Result<Option<crate::runtime::record::HealthCheck>> {
+    let flags = a.health_cmd.is_some()
+        || a.health_interval.is_some()
+        || a.health_timeout.is_some()
+        || a.health_retries.is_some()
+        || a.health_start_period.is_some();
+    if a.no_healthcheck {
+        if flags {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(None);
+    }
+    let argv = match (&a.health_cmd, image.map(|h| h.test.as_slice())) {
+        (Some(cmd), _) => vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
+        (None, Some([kind, rest @ ..])) if kind == "CMD" && !rest.is_empty() => rest.to_vec(),
+        (None, Some([kind, cmd])) if kind == "CMD-SHELL" => {
+            vec!["/bin/sh".into(), "-c".into(), cmd.clone()]
+        }
+        _ => return Ok(None),
+    };
+    let ms = |flag: &str, v: &Option<String>, from_image: u64, default_ms: u64| match v {
+        Some(v) => match crate::runtime::logs::parse_go_duration(v) {
+            Some((false, d)) => Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            _ => Err(anyhow::anyhow!(
+                "{flag} {v}: expected a duration such as 30s or 1m30s"
+            )),
+        },
+        None if from_image > 0 => Ok(from_image / 1_000_000),
+        None => Ok(default_ms),
+    };
+    let img = image.cloned().unwrap_or_default();
+    let check = crate::runtime::record::HealthCheck {
+        argv,
+        interval_ms: ms(
+            "--health-interval",
+            &a.health_interval,
+            img.interval,
+            30_000,
+        )?,
+        timeout_ms: ms("--health-timeout", &a.health_timeout, img.timeout, 30_000)?,
+        start_period_ms: ms(
+            "--health-start-period",
+            &a.health_start_period,
+            img.start_period,
+            0,
+        )?,
+        retries: a
+            .health_retries
+            .or((img.retries > 0).then_some(img.retries))
+            .unwrap_or(3),
+    };
+    if check.interval_ms < 1 || check.timeout_ms < 1 {
+        bail!("--health-interval and --health-timeout must be at least 1ms");
+    }
+    Ok(Some(check))
+}
+
 /// The search path Docker gives a process whose image sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -258,6 +342,10 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
         ));
     }
     let log = crate::runtime::logs::parse_log_opts(&a.log_driver, &a.log_opt)?;
+    let restart = RestartPolicy::parse(&a.restart).map_err(anyhow::Error::msg)?;
+    if a.rm && restart != RestartPolicy::No {
+        bail!("conflicting options: --restart and --rm");
+    }
     let kernel = crate::paths::kernel(a.kernel.as_deref());
     crate::vmm::boot::x86_64::check_kernel(&kernel)?;
 
@@ -270,7 +358,8 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
         image_name: image.as_ref().and(a.args.first().cloned()),
         image,
         labels: labels(&a.label, &a.label_file)?,
-        restart: crate::runtime::record::RestartPolicy::No,
+        restart,
+        health: health_check(a, defaults.healthcheck.as_ref())?,
         argv,
         env,
         workdir: a
@@ -380,6 +469,53 @@ mod tests {
             v(&["/bin/sh", "-c", "true"])
         );
         assert_eq!(command_line(&image(), Some(""), &v(&["ls"])), v(&["ls"]));
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut all = vec!["--rootfs", "/"];
+        all.extend_from_slice(extra);
+        all.push("true");
+        RunArgs::from_args(&["run"], &all).unwrap()
+    }
+
+    #[test]
+    fn health_checks_come_from_the_image_and_flags_override_them() {
+        use crate::oci::manifest::ImageHealthcheck;
+        let image = ImageHealthcheck {
+            test: v(&["CMD-SHELL", "curl -f localhost"]),
+            interval: 5_000_000_000,
+            retries: 4,
+            ..ImageHealthcheck::default()
+        };
+        let h = health_check(&args(&[]), Some(&image)).unwrap().unwrap();
+        assert_eq!(h.argv, v(&["/bin/sh", "-c", "curl -f localhost"]));
+        assert_eq!((h.interval_ms, h.timeout_ms, h.retries), (5000, 30_000, 4));
+        let h = health_check(&args(&["--health-interval", "1m30s"]), Some(&image))
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.interval_ms, 90_000);
+        let cmd = ImageHealthcheck {
+            test: v(&["CMD", "/bin/check", "-q"]),
+            ..ImageHealthcheck::default()
+        };
+        let h = health_check(&args(&[]), Some(&cmd)).unwrap().unwrap();
+        assert_eq!(h.argv, v(&["/bin/check", "-q"]));
+        let none = ImageHealthcheck {
+            test: v(&["NONE"]),
+            ..ImageHealthcheck::default()
+        };
+        assert_eq!(health_check(&args(&[]), Some(&none)).unwrap(), None);
+        assert_eq!(
+            health_check(&args(&["--no-healthcheck"]), Some(&image)).unwrap(),
+            None
+        );
+        assert!(health_check(&args(&["--no-healthcheck", "--health-retries", "1"]), None).is_err());
+        assert!(health_check(
+            &args(&["--health-cmd", "x", "--health-timeout", "-1s"]),
+            None
+        )
+        .is_err());
+        assert_eq!(health_check(&args(&[]), None).unwrap(), None);
     }
 
     #[test]

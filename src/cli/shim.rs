@@ -36,6 +36,10 @@ struct ShimArgs {
     /// run the box recorded under this ID (the mode `a3s-box run` starts)
     #[argh(option, long = "box")]
     box_id: Option<String>,
+    /// with --box: this start is a restart by the box's policy, which waited
+    /// this many milliseconds before it
+    #[argh(option, default = "0")]
+    restart_delay_ms: u64,
     /// with --box: start the main process only once a client attached
     #[argh(switch)]
     wait_attach: bool,
@@ -97,7 +101,7 @@ pub fn main(name: &str, args: &[&str]) -> i32 {
     };
     if let Some(id) = &a.box_id {
         return match crate::runtime::Store::open(&crate::paths::state_dir()) {
-            Ok(store) => crate::runtime::shim::serve(&store, id, a.wait_attach),
+            Ok(store) => crate::runtime::shim::serve(&store, id, a.wait_attach, a.restart_delay_ms),
             Err(e) => {
                 eprintln!("{name}: {e}");
                 EXIT_FAILURE

@@ -253,6 +253,26 @@ pub struct ImageConfig {
     pub working_dir: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub user: String,
+    /// The image's HEALTHCHECK, as Docker stores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<ImageHealthcheck>,
+}
+
+/// `Healthcheck` of an image config: `Test` is `["NONE"]`, `["CMD", args…]` or
+/// `["CMD-SHELL", command]`; durations are nanoseconds, 0 for the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageHealthcheck {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub test: Vec<String>,
+    #[serde(default)]
+    pub interval: u64,
+    #[serde(default)]
+    pub timeout: u64,
+    #[serde(default)]
+    pub start_period: u64,
+    #[serde(default)]
+    pub retries: u32,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>

@@ -59,9 +59,9 @@ pub fn start(store: &Store, id: &str, wait_for_attach: bool) -> Result<bool> {
             });
         }
         let child = cmd.spawn().map_err(|e| io("cannot start the shim of", e))?;
-        if st.started.is_some() {
-            st.restart_count += 1;
-        }
+        // Started by hand: the policy's count and a stop's mark start over.
+        st.restart_count = 0;
+        st.stopped_by_user = false;
         st.status = Status::Created;
         st.pid = Some(child.id());
         st.pid_start = super::record::process_start(child.id());
@@ -242,4 +242,40 @@ pub fn rename(store: &Store, id: &str, name: &str) -> Result<()> {
     let old = ("oldName", format!("/{old}"));
     super::events::emit(store.root(), "rename", &cfg, &[old]);
     Ok(())
+}
+
+/// What the restart monitor does in one pass over the boxes: starts those
+/// that should be running and are not. On its first pass (the host came up,
+/// or the monitor was started) that is every `always` box and every
+/// `unless-stopped` box the user did not stop; afterwards, boxes whose VMM
+/// died (a policy restart lives in the box's shim, which a crash ends), unless
+/// the user stopped them. Returns the boxes it started, and failures.
+pub fn resurrect(store: &Store, first_pass: bool) -> Vec<(String, Result<()>)> {
+    use super::record::RestartPolicy;
+    let mut out = Vec::new();
+    for id in store.ids().unwrap_or_default() {
+        let (Ok(cfg), Ok(st)) = (store.config(&id), store.live_state(&id)) else {
+            continue;
+        };
+        if st.status != Status::Exited || cfg.auto_remove {
+            continue;
+        }
+        let vmm_died = st.exit_code == Some(super::store::EXIT_SHIM_DIED)
+            && st.error.as_deref().is_some_and(|e| e.contains("VMM"));
+        let wanted = match cfg.restart {
+            RestartPolicy::No => false,
+            RestartPolicy::Always if first_pass => true,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped if first_pass => {
+                !st.stopped_by_user
+            }
+            RestartPolicy::OnFailure { .. }
+            | RestartPolicy::Always
+            | RestartPolicy::UnlessStopped => vmm_died && !st.stopped_by_user,
+        };
+        if wanted {
+            let started = start(store, &id, false).map(|_| ());
+            out.push((cfg.name, started));
+        }
+    }
+    out
 }

@@ -772,7 +772,7 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 
 /// Go's `time.ParseDuration`: `[-+]` then one or more `<number><unit>`, units ns,
 /// us (µs), ms, s, m, h. Returns whether it is negative, and its length.
-fn parse_go_duration(s: &str) -> Option<(bool, Duration)> {
+pub fn parse_go_duration(s: &str) -> Option<(bool, Duration)> {
     let (negative, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),

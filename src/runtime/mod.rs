@@ -2,6 +2,7 @@
 //! the lifecycle the CLI (and later the CRI server) drive through the shim.
 
 pub mod events;
+pub mod health;
 pub mod lifecycle;
 pub mod logs;
 pub mod record;

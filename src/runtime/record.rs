@@ -29,6 +29,9 @@ pub struct BoxConfig {
     /// What happens when the main process ends (`--restart`).
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// The command that tells whether the box is healthy, if any.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
     /// Entrypoint followed by the command.
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -43,6 +46,60 @@ pub struct BoxConfig {
     pub auto_remove: bool,
     /// Seconds since the Unix epoch.
     pub created: u64,
+}
+
+/// A health check: `argv` runs in the box every `interval_ms`; it fails when
+/// it exits non-zero or outlives `timeout_ms`; `retries` failures in a row make
+/// the box unhealthy, except those within `start_period_ms` of its start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub argv: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub start_period_ms: u64,
+    pub retries: u32,
+}
+
+/// How a box's health checks have gone (Docker's `State.Health`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    pub failing_streak: u32,
+    /// The last few checks, oldest first.
+    pub log: Vec<HealthResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResult {
+    /// Milliseconds since the Unix epoch.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub exit_code: i32,
+    pub output: String,
+}
+
+/// How many results `Health::log` keeps, as Docker.
+pub const HEALTH_LOG_LEN: usize = 5;
+
+impl Health {
+    /// Adds one check's result; `counts` is false within the start period,
+    /// where failures do not count (a success still makes the box healthy).
+    pub fn record(&mut self, result: HealthResult, retries: u32, counts: bool) {
+        if result.exit_code == 0 {
+            self.status = "healthy".into();
+            self.failing_streak = 0;
+        } else if counts {
+            self.failing_streak += 1;
+            if self.failing_streak >= retries.max(1) {
+                self.status = "unhealthy".into();
+            }
+        }
+        self.log.push(result);
+        if self.log.len() > HEALTH_LOG_LEN {
+            self.log.remove(0);
+        }
+    }
 }
 
 /// Docker's restart policies.
@@ -96,6 +153,18 @@ impl RestartPolicy {
         }
     }
 
+    /// Whether a main process that ended with `code` starts again, after
+    /// `restarts` restarts by this policy.
+    pub fn restarts(&self, code: i32, restarts: u32) -> bool {
+        match *self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure { max_retries } => {
+                code != 0 && (max_retries == 0 || restarts < max_retries)
+            }
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        }
+    }
+
     pub fn max_retries(&self) -> u32 {
         match self {
             RestartPolicy::OnFailure { max_retries } => *max_retries,
@@ -111,6 +180,8 @@ pub enum Status {
     Running,
     /// Running, with the workload's processes frozen (`pause`).
     Paused,
+    /// The main process ended and the restart policy starts it again soon.
+    Restarting,
     Exited,
 }
 
@@ -126,9 +197,17 @@ pub struct BoxState {
     /// not this box's shim.
     #[serde(default)]
     pub pid_start: Option<u64>,
-    /// How often the box was started again after its first start.
+    /// How often the restart policy started the box again since it was last
+    /// started by hand.
     #[serde(default)]
     pub restart_count: u32,
+    /// The box was last ended by `stop` or `kill`, which no restart policy
+    /// undoes (and `unless-stopped` keeps it down when the monitor starts).
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    /// Health checks while the box runs, when it has one.
+    #[serde(default)]
+    pub health: Option<Health>,
     pub started: Option<u64>,
     pub finished: Option<u64>,
     pub exit_code: Option<i32>,
@@ -143,6 +222,8 @@ impl BoxState {
             pid: None,
             pid_start: None,
             restart_count: 0,
+            stopped_by_user: false,
+            health: None,
             started: None,
             finished: None,
             exit_code: None,
@@ -191,6 +272,48 @@ mod tests {
             let e = RestartPolicy::parse(bad).unwrap_err();
             assert!(e.starts_with("invalid restart policy"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn policies_decide_restarts_as_dockers() {
+        let on_failure = RestartPolicy::OnFailure { max_retries: 3 };
+        assert!(on_failure.restarts(1, 0));
+        assert!(on_failure.restarts(1, 2));
+        assert!(!on_failure.restarts(1, 3), "three retries, then no more");
+        assert!(!on_failure.restarts(0, 0), "success is not a failure");
+        assert!(RestartPolicy::OnFailure { max_retries: 0 }.restarts(2, 1000));
+        assert!(RestartPolicy::Always.restarts(0, 1000));
+        assert!(RestartPolicy::UnlessStopped.restarts(0, 7));
+        assert!(!RestartPolicy::No.restarts(1, 0));
+    }
+
+    fn result(code: i32) -> HealthResult {
+        HealthResult {
+            start_ms: 0,
+            end_ms: 1,
+            exit_code: code,
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn health_turns_unhealthy_after_retries_failures_in_a_row_and_back() {
+        let mut h = Health {
+            status: "starting".into(),
+            ..Health::default()
+        };
+        h.record(result(1), 2, false);
+        assert_eq!((h.status.as_str(), h.failing_streak), ("starting", 0));
+        h.record(result(1), 2, true);
+        assert_eq!((h.status.as_str(), h.failing_streak), ("starting", 1));
+        h.record(result(1), 2, true);
+        assert_eq!((h.status.as_str(), h.failing_streak), ("unhealthy", 2));
+        h.record(result(0), 2, true);
+        assert_eq!((h.status.as_str(), h.failing_streak), ("healthy", 0));
+        for _ in 0..10 {
+            h.record(result(0), 2, true);
+        }
+        assert_eq!(h.log.len(), HEALTH_LOG_LEN);
     }
 
     #[test]

@@ -146,6 +146,11 @@ struct Shared {
     /// Stop and kill requests still being answered: the shim waits for their
     /// replies to go out before it exits, or their clients would see only EOF.
     requests: (Mutex<usize>, Condvar),
+    /// Set by `stop` and `kill`: no restart policy undoes them.
+    stopped: (Mutex<bool>, Condvar),
+    /// The VM has ended and the restart policy's wait is on: a stop or kill
+    /// has nothing to signal, only the restart to call off.
+    waiting_to_restart: std::sync::atomic::AtomicBool,
 }
 
 /// Counts one request in [`Shared::requests`] while it lives.
@@ -180,14 +185,17 @@ impl Shared {
         clients.retain_mut(|c| write_message(c, &msg).is_ok());
     }
 
-    fn finish(&self, code: i32) {
-        {
-            let mut clients = self.clients.lock().unwrap();
-            for c in clients.iter_mut() {
-                let _ = write_message(c, &Message::Exit { code });
-            }
-            clients.clear();
+    /// Tells the attached clients that the main process ended with `code`.
+    fn exit_clients(&self, code: i32) {
+        let mut clients = self.clients.lock().unwrap();
+        for c in clients.iter_mut() {
+            let _ = write_message(c, &Message::Exit { code });
         }
+        clients.clear();
+    }
+
+    fn finish(&self, code: i32) {
+        self.exit_clients(code);
         let (m, cv) = &self.end;
         let mut end = m.lock().unwrap();
         end.0.get_or_insert(code);
@@ -203,6 +211,35 @@ impl Shared {
 
     fn ended(&self) -> bool {
         self.end.0.lock().unwrap().1
+    }
+
+    /// Records that the user ended the box, and wakes a restart waiting out
+    /// its delay.
+    fn stop_requested(&self) {
+        let (m, cv) = &self.stopped;
+        *m.lock().unwrap() = true;
+        cv.notify_all();
+    }
+
+    /// While a restart waits: calls it off, waits until the box is recorded
+    /// as ended, and says true. Otherwise false.
+    fn calling_off_restart(&self) -> bool {
+        if !self
+            .waiting_to_restart
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return false;
+        }
+        self.stop_requested();
+        self.wait_end(Duration::from_secs(10));
+        true
+    }
+
+    /// Waits up to `delay`; true if the user stopped the box meanwhile.
+    fn stopped_within(&self, delay: Duration) -> bool {
+        let (m, cv) = &self.stopped;
+        let g = m.lock().unwrap();
+        *cv.wait_timeout_while(g, delay, |s| !*s).unwrap().0
     }
 
     /// Sends a control request on a fresh control connection.
@@ -293,6 +330,7 @@ fn handle_client(shared: Arc<Shared>, mut stream: UnixStream) {
         }
         ["STOP", secs] => {
             let _answering = Answering::new(&shared);
+            shared.stop_requested();
             let grace = Duration::from_secs(secs.parse().unwrap_or(10));
             let reply = stop(&shared, grace);
             let _ = writeln!(out, "{reply}");
@@ -300,7 +338,9 @@ fn handle_client(shared: Arc<Shared>, mut stream: UnixStream) {
         ["KILL", sig] => {
             let _answering = Answering::new(&shared);
             let reply = match sig.parse::<i32>() {
+                Ok(9) if shared.calling_off_restart() => "OK".to_string(),
                 Ok(9) => {
+                    shared.stop_requested();
                     let _ = shared.control(&Message::Shutdown);
                     if shared.wait_end(Duration::from_secs(5)) {
                         "OK".to_string()
@@ -325,7 +365,7 @@ fn handle_client(shared: Arc<Shared>, mut stream: UnixStream) {
 /// SIGTERM to the main process; after `grace`, power the VM off; if even that does
 /// not end it, end the VM by ending this process.
 fn stop(shared: &Shared, grace: Duration) -> String {
-    if shared.ended() {
+    if shared.ended() || shared.calling_off_restart() {
         return "OK".into();
     }
     let _ = shared.control(&Message::SignalMain(libc::SIGTERM));
@@ -375,9 +415,46 @@ fn listen_at(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The first wait before a restart by policy.
+const RESTART_DELAY_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between restarts.
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(60);
+/// A box that ran this long before it ended starts again after the shortest wait.
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// How long to wait before restarting a box that ran for `ran`, when the wait
+/// before this start was `last_ms` (0: this was not a restart). Docker's
+/// backoff: 100 ms, doubled each time, at most a minute, back to 100 ms once
+/// a box ran for 10 s.
+fn restart_delay(ran: Duration, last_ms: u64) -> Duration {
+    if ran >= RESTART_RESET_AFTER || last_ms == 0 {
+        return RESTART_DELAY_MIN;
+    }
+    (Duration::from_millis(last_ms) * 2).clamp(RESTART_DELAY_MIN, RESTART_DELAY_MAX)
+}
+
+/// Starts the box again in a fresh VM: this process execs itself, which ends
+/// the old VM with every thread and mapping of it, and keeps the pid that the
+/// box's record names. Returns only on failure.
+fn restart_self(id: &str, delay: Duration) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    std::process::Command::new(exe)
+        .arg("shim")
+        .arg("--box")
+        .arg(id)
+        .arg("--restart-delay-ms")
+        .arg(delay.as_millis().to_string())
+        .exec()
+}
+
 /// Runs box `id` until it ends; returns the shim's exit code (0: the box ran and its
 /// end is recorded; 125: it could not be started).
-pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
+pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u64) -> i32 {
+    let began = Instant::now();
     let dir = store.box_dir(id);
     let fail = |msg: String| {
         eprintln!("a3s-box-shim: {msg}");
@@ -479,6 +556,8 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         end: (Mutex::new((None, false)), Condvar::new()),
         log: Mutex::new(log),
         requests: (Mutex::new(0), Condvar::new()),
+        stopped: (Mutex::new(false), Condvar::new()),
+        waiting_to_restart: std::sync::atomic::AtomicBool::new(false),
     });
 
     // The box is "created" with a live shim until its main process has started.
@@ -521,6 +600,14 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
         let req = exec_request(&cfg);
         let hostname = cfg.hostname.clone();
         let mut running_state = st.clone();
+        let health = cfg
+            .health
+            .clone()
+            .map(|check| (store.clone(), cfg.clone(), check));
+        // A start by hand is recorded by whoever started the box; one by the
+        // restart policy only here.
+        let restarted = restart_delay_ms > 0;
+        let (store_for_events, cfg_for_events) = (store.clone(), cfg.clone());
         std::thread::spawn(move || {
             let deadline = Instant::now() + BOOT_TIMEOUT;
             let ended = || shared.ended();
@@ -572,10 +659,34 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
                     Ok(Some(Message::Started { .. })) => {
                         running_state.status = Status::Running;
                         running_state.started = Some(now());
+                        running_state.health = None;
+                        if restarted {
+                            super::events::emit(
+                                store_for_events.root(),
+                                "start",
+                                &cfg_for_events,
+                                &[],
+                            );
+                        }
                         let _ = super::store::write_json_atomic(
                             &shared.box_dir.join(super::store::STATE_FILE),
                             &running_state,
                         );
+                        if let Some((store, cfg, check)) = health.clone() {
+                            let shared = shared.clone();
+                            std::thread::spawn(move || {
+                                super::health::run(
+                                    &store,
+                                    &cfg,
+                                    &check,
+                                    &|d| shared.wait_end(d),
+                                    &|status| {
+                                        let action = format!("health_status: {status}");
+                                        super::events::emit(store.root(), &action, &cfg, &[]);
+                                    },
+                                )
+                            });
+                        }
                     }
                     Ok(Some(Message::Stdout(d))) => shared.output("stdout", &d),
                     Ok(Some(Message::Stderr(d))) => shared.output("stderr", &d),
@@ -617,24 +728,52 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool) -> i32 {
             Err(mpsc::RecvTimeoutError::Disconnected) => break 125,
         }
     };
+    // Under the lock: health checks and pause write this record too.
+    let mut lock = Some(store.lock());
     let mut st = store.state(id).unwrap_or(st);
     if st.status == Status::Created {
         st.error
             .get_or_insert_with(|| "the main process did not start".into());
     }
+    if let Ok(mut log) = shared.log.lock() {
+        let _ = log.flush();
+    }
+    // The record is re-read: `container-update` may have changed the policy.
+    let policy = store.config(id).map_or(cfg.restart, |c| c.restart);
+    let stopped = *shared.stopped.0.lock().unwrap();
+    super::events::emit(store.root(), "die", &cfg, &[("exitCode", code.to_string())]);
+    if !stopped && !cfg.auto_remove && policy.restarts(code, st.restart_count) {
+        st.status = Status::Restarting;
+        st.finished = Some(now());
+        st.exit_code = Some(code);
+        let _ = store.write_state(id, &st);
+        lock = None;
+        shared.exit_clients(code);
+        shared
+            .waiting_to_restart
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let delay = restart_delay(began.elapsed(), restart_delay_ms);
+        if !shared.stopped_within(delay) {
+            st.restart_count += 1;
+            let _ = store.write_state(id, &st);
+            super::events::emit(store.root(), "restart", &cfg, &[]);
+            let err = restart_self(id, delay);
+            eprintln!("a3s-box-shim: cannot restart the box: {err}");
+        }
+    }
+    st.stopped_by_user = *shared.stopped.0.lock().unwrap();
     st.status = Status::Exited;
     st.pid = None;
     st.pid_start = None;
     st.finished = Some(now());
     st.exit_code = Some(code);
-    if let Ok(mut log) = shared.log.lock() {
-        let _ = log.flush();
-    }
+    let lock = lock.unwrap_or_else(|| store.lock());
     let _ = store.write_state(id, &st);
+    drop(lock);
     let _ = std::fs::remove_dir_all(&sockets);
     // Removed before clients hear the end, so `run --rm` returns with no box left.
-    if cfg.auto_remove {
-        let _ = store.remove(id);
+    if cfg.auto_remove && store.remove(id).is_ok() {
+        super::events::emit(store.root(), "destroy", &cfg, &[]);
     }
     shared.finish(code);
     // Let stop and kill requests that ended the box tell their clients so.
@@ -680,6 +819,20 @@ mod tests {
         vmm.write_all(b"ERR no").unwrap();
         drop(vmm);
         assert_eq!(read_reply_line(&mut client).unwrap(), b"ERR no");
+    }
+
+    #[test]
+    fn restarts_back_off_as_dockers() {
+        let quick = Duration::from_secs(1);
+        assert_eq!(restart_delay(quick, 0), Duration::from_millis(100));
+        assert_eq!(restart_delay(quick, 100), Duration::from_millis(200));
+        assert_eq!(restart_delay(quick, 400), Duration::from_millis(800));
+        assert_eq!(restart_delay(quick, 50_000), Duration::from_secs(60));
+        assert_eq!(
+            restart_delay(Duration::from_secs(10), 50_000),
+            Duration::from_millis(100),
+            "a box that ran 10 s starts over"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub const STATE_FILE: &str = "state.json";
 /// Exit code recorded for a box whose shim died (as Docker reports a lost shim).
 pub const EXIT_SHIM_DIED: i32 = 255;
 
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
     boxes: PathBuf,
@@ -283,6 +284,7 @@ mod tests {
             image_name: None,
             labels: Default::default(),
             restart: Default::default(),
+            health: None,
             argv: vec!["true".into()],
             env: vec![],
             workdir: "/".into(),

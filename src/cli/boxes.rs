@@ -192,6 +192,7 @@ pub fn restart(a: RestartArgs) -> anyhow::Result<i32> {
     each(&a.boxes, |store, id| {
         lifecycle::stop(store, id, a.time)?;
         lifecycle::start(store, id, false)?;
+        crate::runtime::events::emit_box(store, "restart", id, &[]);
         Ok(())
     })
 }

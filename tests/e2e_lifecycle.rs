@@ -69,19 +69,7 @@ fn inspect(b: &str, template: &str) -> String {
 
 /// Polls `inspect` until the box's status is `want`.
 fn wait_status(b: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = inspect(b, "{{.State.Status}}");
-        if now == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "box {b} stayed {now}, never {want}\n{}",
-            common::box_logs(home(), 30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_inspect(b, "{{.State.Status}}", |s| s == want, want);
 }
 
 #[test]

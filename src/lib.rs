@@ -3,6 +3,7 @@
 //! One static binary, four personalities chosen by `argv[0]`: the CLI, the per-box
 //! VMM (`shim`), the CRI server and the guest's PID 1. See ARCHITECTURE.md.
 
+pub mod boxfs;
 pub mod cli;
 pub mod guest;
 pub mod initramfs;

@@ -7,6 +7,7 @@ mod events;
 mod exec;
 mod image;
 mod install;
+mod layer;
 mod logs;
 mod run;
 mod session;
@@ -119,6 +120,10 @@ enum Command {
     Save(image::Eq<image::SaveArgs>),
     Load(image::Eq<image::LoadArgs>),
     Logs(image::Eq<logs::LogsArgs>),
+    Diff(layer::DiffArgs),
+    Export(layer::ExportArgs),
+    Cp(layer::CpArgs),
+    Commit(layer::CommitArgs),
 }
 
 /// Parses with argh, printing help or the parse error as argh does.
@@ -173,6 +178,7 @@ fn expand_grouped_switches(args: &[&str]) -> Vec<String> {
                 "--health-start-period",
             ],
         ),
+        Some(&"cp") => return layer::cp_args(args),
         Some(&"start") => ("ai", &[]),
         Some(&"ps") => ("aqls", &["-n", "-f", "--filter", "--format"]),
         Some(&"rm") => ("fv", &[]),
@@ -228,6 +234,10 @@ fn cli_main(args: &[&str]) -> i32 {
         | Command::Inspect(_)
         | Command::Stop(_)
         | Command::Kill(_)
+        | Command::Diff(_)
+        | Command::Export(_)
+        | Command::Cp(_)
+        | Command::Commit(_)
         | Command::Events(_)
         | Command::SystemPrune(_)
         | Command::ContainerUpdate(_) => 1,
@@ -263,6 +273,10 @@ fn cli_main(args: &[&str]) -> i32 {
         Command::Save(a) => image::save(a),
         Command::Load(a) => image::load(a),
         Command::Logs(a) => logs::logs(a),
+        Command::Diff(a) => layer::diff(a),
+        Command::Export(a) => layer::export(a),
+        Command::Cp(a) => layer::cp(a),
+        Command::Commit(a) => layer::commit(a),
         Command::Version(a) => system::version(a),
         Command::Info(a) => system::info(a),
         Command::Events(a) => events::events(a),

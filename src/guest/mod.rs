@@ -28,6 +28,8 @@
 //! and are tested over Unix socket pairs with real processes.
 
 #[cfg(target_os = "linux")]
+mod files;
+#[cfg(target_os = "linux")]
 mod mounts;
 #[cfg(target_os = "linux")]
 mod pty;

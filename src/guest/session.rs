@@ -518,6 +518,10 @@ pub fn serve_exec<C: Connection>(sup: &Arc<Supervisor>, conn: C, tty: bool) {
         Ok(Some(Message::Exec(req))) if req.tty == tty => {
             start(sup, &req, Kind::Exec, &Io::Frames(outbox.clone()))
         }
+        Ok(Some(m)) if !tty && super::files::is_request(&m) => {
+            super::files::serve(m, &conn, reader, &outbox);
+            return;
+        }
         Ok(Some(Message::Exec(_))) => Err(SpawnFailure::runtime(if tty {
             format!("port {PORT_PTY} runs processes on a terminal: send tty true, or use port {PORT_EXEC}")
         } else {

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod commit;
 pub mod digest;
 pub mod manifest;
 pub mod push;

@@ -14,7 +14,7 @@
 //! | port | what it carries |
 //! |---|---|
 //! | 4088 control | any number of `Status`, `SignalMain`, `Shutdown`; at most one `RunMain` per box, after which the connection also carries the main process's I/O (as on the exec port) |
-//! | 4089 exec | one `Exec` (with `tty: false`), then that process's I/O until `Exit` |
+//! | 4089 exec | one `Exec` (with `tty: false`), then that process's I/O until `Exit`; or one *file request* (`PathStat`, `ArchiveGet`, `ArchivePut`, see below) |
 //! | 4090 PTY | one `Exec` (with `tty: true`), the same over a pseudo-terminal |
 //!
 //! A process session goes: host `Exec` (or `RunMain`) → guest `Started` (or
@@ -62,12 +62,25 @@
 //! | 0x22 | `StatusReply` | guest | main_pid i32 (0: not started), running bool, exit_code opt\<i32\> |
 //! | 0x23 | `SignalMain` | host, control | signo i32, to the main process |
 //! | 0x24 | `Shutdown` | host, control | — (power off now; the main process is killed) |
+//! | 0x40 | `PathStat` | host, exec | path str (in the box's root) |
+//! | 0x41 | `PathInfo` | guest | name str, size u64, mode u32 (`st_mode`), mtime i64 (seconds), link_target str (a symbolic link's target resolved in the box; else empty) |
+//! | 0x42 | `ArchiveGet` | host, exec | path str: archive it |
+//! | 0x43 | `ArchivePut` | host, exec | dir str, owner opt\<uid u32, gid u32\> (absent: the archive's owners): extract into it |
 //!
 //! *Exec request*: argv list\<str\> (program first), env list\<str, str\>
 //! (key, value), cwd str (empty: `/`), user opt\<str\> (`uid`, `uid:gid`,
 //! `name`, `name:group`, looked up in the box's `/etc/passwd` and
 //! `/etc/group`; absent: root), tty bool, rows u16, cols u16 (initial
 //! terminal size; 0 leaves the default), stdin bool (false: `/dev/null`).
+//!
+//! *File requests*, as Docker's archive API for a container: paths are in
+//! the box's root (`..` stops at `/`, symbolic links resolve inside it).
+//! `PathStat` → `PathInfo` or `Error`. `ArchiveGet` → `PathInfo`, then the
+//! path as a tar stream in `Stdout` frames (entries named from the path's
+//! last component), then `Exit` 0; or `Error` then `Exit` 1, at any point.
+//! `ArchivePut` → the host sends a tar stream in `Stdin` frames and
+//! `StdinClose`; the guest extracts it into the existing directory and
+//! answers `Ok`, or `Error` (and closes) as soon as it fails.
 
 use std::io::{self, Read, Write};
 
@@ -224,6 +237,22 @@ pub struct MainStatus {
     pub exit_code: Option<i32>,
 }
 
+/// An entry in a box's root, as `PathInfo` reports it (Docker's
+/// `ContainerPathStat`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The last component of the path asked for.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// For a symbolic link, its target resolved in the box; else empty.
+    pub link_target: String,
+}
+
 /// One message: a frame's type and payload, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -285,6 +314,25 @@ pub enum Message {
     SignalMain(i32),
     /// Power the box off now.
     Shutdown,
+    /// Describe an entry of the box's root.
+    PathStat {
+        /// Path in the box.
+        path: String,
+    },
+    /// An entry of the box's root.
+    PathInfo(PathInfo),
+    /// Send a path of the box's root as a tar stream.
+    ArchiveGet {
+        /// Path in the box.
+        path: String,
+    },
+    /// Extract the tar stream that follows into a directory of the box.
+    ArchivePut {
+        /// Existing directory in the box.
+        dir: String,
+        /// Owner to give everything; `None` keeps the archive's.
+        owner: Option<(u32, u32)>,
+    },
 }
 
 mod tag {
@@ -305,6 +353,10 @@ mod tag {
     pub const STATUS_REPLY: u8 = 0x22;
     pub const SIGNAL_MAIN: u8 = 0x23;
     pub const SHUTDOWN: u8 = 0x24;
+    pub const PATH_STAT: u8 = 0x40;
+    pub const PATH_INFO: u8 = 0x41;
+    pub const ARCHIVE_GET: u8 = 0x42;
+    pub const ARCHIVE_PUT: u8 = 0x43;
 }
 
 /// Name of a message type for errors, or `None` for an unknown one.
@@ -327,6 +379,10 @@ fn type_name(t: u8) -> Option<&'static str> {
         tag::STATUS_REPLY => "StatusReply",
         tag::SIGNAL_MAIN => "SignalMain",
         tag::SHUTDOWN => "Shutdown",
+        tag::PATH_STAT => "PathStat",
+        tag::PATH_INFO => "PathInfo",
+        tag::ARCHIVE_GET => "ArchiveGet",
+        tag::ARCHIVE_PUT => "ArchivePut",
         _ => return None,
     })
 }
@@ -352,6 +408,10 @@ impl Message {
             Message::StatusReply(_) => tag::STATUS_REPLY,
             Message::SignalMain(_) => tag::SIGNAL_MAIN,
             Message::Shutdown => tag::SHUTDOWN,
+            Message::PathStat { .. } => tag::PATH_STAT,
+            Message::PathInfo(_) => tag::PATH_INFO,
+            Message::ArchiveGet { .. } => tag::ARCHIVE_GET,
+            Message::ArchivePut { .. } => tag::ARCHIVE_PUT,
         }
     }
 
@@ -370,6 +430,25 @@ impl Message {
             }
             Message::Error { message } => out.str(message)?,
             Message::Ok | Message::StdinClose | Message::Status | Message::Shutdown => {}
+            Message::PathStat { path } | Message::ArchiveGet { path } => out.str(path)?,
+            Message::PathInfo(info) => {
+                out.str(&info.name)?;
+                out.0.extend_from_slice(&info.size.to_le_bytes());
+                out.u32(info.mode);
+                out.0.extend_from_slice(&info.mtime.to_le_bytes());
+                out.str(&info.link_target)?;
+            }
+            Message::ArchivePut { dir, owner } => {
+                out.str(dir)?;
+                match owner {
+                    None => out.bool(false),
+                    Some((uid, gid)) => {
+                        out.bool(true);
+                        out.u32(*uid);
+                        out.u32(*gid);
+                    }
+                }
+            }
             Message::Exec(req) => out.exec(req)?,
             Message::Started { pid } => out.i32(*pid),
             Message::Stdin(d) | Message::Stdout(d) | Message::Stderr(d) => out.0.extend(d),
@@ -446,6 +525,27 @@ impl Message {
             }),
             tag::SIGNAL_MAIN => Message::SignalMain(r.i32("signo")?),
             tag::SHUTDOWN => Message::Shutdown,
+            tag::PATH_STAT => Message::PathStat {
+                path: r.str("path")?,
+            },
+            tag::PATH_INFO => Message::PathInfo(PathInfo {
+                name: r.str("name")?,
+                size: r.take("size").map(u64::from_le_bytes)?,
+                mode: r.u32("mode")?,
+                mtime: r.take("mtime").map(i64::from_le_bytes)?,
+                link_target: r.str("link_target")?,
+            }),
+            tag::ARCHIVE_GET => Message::ArchiveGet {
+                path: r.str("path")?,
+            },
+            tag::ARCHIVE_PUT => Message::ArchivePut {
+                dir: r.str("dir")?,
+                owner: if r.bool("owner")? {
+                    Some((r.u32("owner")?, r.u32("owner")?))
+                } else {
+                    None
+                },
+            },
             _ => return Err(FrameError::UnknownType(type_byte)),
         };
         if !r.rest.is_empty() {
@@ -885,6 +985,25 @@ mod tests {
             Message::StatusReply(MainStatus::default()),
             Message::SignalMain(9),
             Message::Shutdown,
+            Message::PathStat {
+                path: "/etc/../passwd".into(),
+            },
+            Message::PathInfo(PathInfo {
+                name: "passwd".into(),
+                size: 1234,
+                mode: 0o100644,
+                mtime: -1,
+                link_target: "/etc/passwd".into(),
+            }),
+            Message::ArchiveGet { path: "/".into() },
+            Message::ArchivePut {
+                dir: "/srv".into(),
+                owner: Some((0, 0)),
+            },
+            Message::ArchivePut {
+                dir: "/".into(),
+                owner: None,
+            },
         ]
     }
 

@@ -25,6 +25,7 @@
 mod client;
 mod cmdline;
 mod frame;
+mod stream;
 
 pub use client::{exec_client, ExecOutcome, OutputStream};
 pub use cmdline::{
@@ -37,6 +38,9 @@ pub use frame::{
     MainStatus, Message, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, MAX_FRAME, PORT_CONTROL,
     PORT_EXEC, PORT_PTY, VERSION_MAJOR, VERSION_MINOR,
 };
+
+pub use frame::PathInfo;
+pub use stream::{DataReader, DataWriter};
 
 /// x86 I/O port through which the guest reports the workload's exit status.
 ///

@@ -2,7 +2,9 @@
 //! the lifecycle the CLI (and later the CRI server) drive through the shim.
 
 pub mod events;
+pub mod files;
 pub mod health;
+pub mod layer;
 pub mod lifecycle;
 pub mod logs;
 pub mod record;

@@ -224,20 +224,7 @@ pub fn wait(store: &Store, id: &str) -> Result<i32> {
 
 /// Renames box `id` to `name`, which must be valid and unused.
 pub fn rename(store: &Store, id: &str, name: &str) -> Result<()> {
-    let _lock = store.lock()?;
-    if !super::store::valid_name(name) {
-        return Err(RuntimeError::InvalidName(name.into()));
-    }
-    if let Some(other) = store
-        .ids()?
-        .into_iter()
-        .find(|o| store.config(o).is_ok_and(|c| c.name == name))
-    {
-        return Err(RuntimeError::NameInUse(name.into(), short(&other).into()));
-    }
-    let mut cfg = store.config(id)?;
-    let old = std::mem::replace(&mut cfg.name, name.into());
-    super::store::write_json_atomic(&store.box_dir(id).join(super::store::CONFIG_FILE), &cfg)?;
+    let (cfg, old) = store.rename(id, name)?;
     // Docker gives the old name as it names containers, with a slash.
     let old = ("oldName", format!("/{old}"));
     super::events::emit(store.root(), "rename", &cfg, &[old]);

@@ -14,6 +14,8 @@ type Result<T> = std::result::Result<T, RuntimeError>;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const STATE_FILE: &str = "state.json";
+/// Links from box names to IDs, in the boxes directory.
+const NAMES_DIR: &str = ".names";
 /// Exit code recorded for a box whose shim died (as Docker reports a lost shim).
 pub const EXIT_SHIM_DIED: i32 = 255;
 
@@ -173,6 +175,7 @@ impl Store {
         write_json_atomic(&dir.join(STATE_FILE), &BoxState::created())?;
         // The config goes last: a box without one is half-made and never listed.
         write_json_atomic(&dir.join(CONFIG_FILE), cfg)?;
+        self.link_name(&cfg.name, &cfg.id);
         Ok(dir)
     }
 
@@ -202,7 +205,8 @@ impl Store {
     /// is never reported running when nothing runs it.
     pub fn live_state(&self, id: &str) -> Result<BoxState> {
         let st = self.state(id)?;
-        if shim_alive(&st) {
+        // Only a record that names a shim can be out of date.
+        if st.pid.is_none() || shim_alive(&st) {
             return Ok(st);
         }
         let _lock = self.lock()?;
@@ -234,6 +238,14 @@ impl Store {
     /// The full ID of the box called `name_or_id`: an exact name, a full ID, or an
     /// unambiguous ID prefix, as Docker resolves them.
     pub fn resolve(&self, name_or_id: &str) -> Result<String> {
+        // The common cases without reading every record: a full ID, or a name
+        // whose link leads to a box that still has that name.
+        if name_or_id.len() == 64 && self.box_dir(name_or_id).join(CONFIG_FILE).exists() {
+            return Ok(name_or_id.to_string());
+        }
+        if let Some(id) = self.named(name_or_id) {
+            return Ok(id);
+        }
         let ids = self.ids()?;
         if let Some(id) = ids.iter().find(|id| *id == name_or_id) {
             return Ok(id.clone());
@@ -256,9 +268,70 @@ impl Store {
         }
     }
 
+    /// Where the link from `name` to its box's ID lives. Links are a lookup
+    /// aid only: the records decide, and a missing or stale link just means a
+    /// slower lookup.
+    fn name_link(&self, name: &str) -> Option<PathBuf> {
+        valid_name(name).then(|| self.boxes.join(NAMES_DIR).join(name))
+    }
+
+    /// The box whose name link `name` has, if that box still has that name.
+    fn named(&self, name: &str) -> Option<String> {
+        let id = std::fs::read_link(self.name_link(name)?).ok()?;
+        let id = id.to_str()?.to_string();
+        self.config(&id).is_ok_and(|c| c.name == name).then_some(id)
+    }
+
+    /// Points the name link of `name` at box `id` (under the lock).
+    fn link_name(&self, name: &str, id: &str) {
+        let Some(link) = self.name_link(name) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(self.boxes.join(NAMES_DIR));
+        let _ = std::fs::remove_file(&link);
+        let _ = std::os::unix::fs::symlink(id, &link);
+    }
+
+    /// Removes the name link of `name` if it leads to box `id`.
+    fn unlink_name(&self, name: &str, id: &str) {
+        if let Some(link) = self.name_link(name) {
+            if std::fs::read_link(&link).is_ok_and(|t| t == Path::new(id)) {
+                let _ = std::fs::remove_file(link);
+            }
+        }
+    }
+
+    /// Renames box `id` to `name`, which must be valid and unused; returns
+    /// the renamed record and the old name.
+    pub fn rename(&self, id: &str, name: &str) -> Result<(BoxConfig, String)> {
+        let _lock = self.lock()?;
+        if !valid_name(name) {
+            return Err(RuntimeError::InvalidName(name.into()));
+        }
+        if let Some(other) = self
+            .ids()?
+            .into_iter()
+            .find(|o| self.config(o).is_ok_and(|c| c.name == name))
+        {
+            return Err(RuntimeError::NameInUse(
+                name.into(),
+                other[..12.min(other.len())].into(),
+            ));
+        }
+        let mut cfg = self.config(id)?;
+        let old = std::mem::replace(&mut cfg.name, name.into());
+        write_json_atomic(&self.box_dir(id).join(CONFIG_FILE), &cfg)?;
+        self.unlink_name(&old, id);
+        self.link_name(name, id);
+        Ok((cfg, old))
+    }
+
     /// Deletes a box's record and everything in its directory.
     pub fn remove(&self, id: &str) -> Result<()> {
         let dir = self.box_dir(id);
+        if let Ok(cfg) = self.config(id) {
+            self.unlink_name(&cfg.name, id);
+        }
         // Drop the config first so a half-removed box is never listed.
         let _ = std::fs::remove_file(dir.join(CONFIG_FILE));
         std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io("cannot remove", &dir, e))
@@ -311,6 +384,32 @@ mod tests {
         assert_eq!(s.resolve(&c.id[..12]).unwrap(), c.id);
         assert!(matches!(s.resolve("nope"), Err(RuntimeError::NoSuchBox(_))));
         assert_eq!(s.state(&c.id).unwrap(), BoxState::created());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn names_resolve_through_links_that_follow_renames_and_removals() {
+        let (s, dir) = temp_store();
+        let mut c = cfg("first");
+        s.create(&mut c).unwrap();
+        assert_eq!(s.named("first"), Some(c.id.clone()));
+        s.rename(&c.id, "second").unwrap();
+        assert_eq!(s.named("first"), None);
+        assert_eq!(s.resolve("second").unwrap(), c.id);
+        assert!(matches!(
+            s.resolve("first"),
+            Err(RuntimeError::NoSuchBox(_))
+        ));
+        // A link gone stale (a crash, an older version) only slows the lookup.
+        let _ = std::fs::remove_file(s.name_link("second").unwrap());
+        assert_eq!(s.resolve("second").unwrap(), c.id);
+        s.link_name("second", &"f".repeat(64));
+        assert_eq!(s.resolve("second").unwrap(), c.id);
+        s.remove(&c.id).unwrap();
+        assert!(matches!(
+            s.resolve("second"),
+            Err(RuntimeError::NoSuchBox(_))
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -13,7 +13,7 @@
 //!
 //! | port | what it carries |
 //! |---|---|
-//! | 4088 control | any number of `Status`, `SignalMain`, `Shutdown`; at most one `RunMain` per box, after which the connection also carries the main process's I/O (as on the exec port) |
+//! | 4088 control | any number of `Status`, `SignalMain`, `Shutdown`, `Stats`, `Top`, `Pause`, `Unpause`; at most one `RunMain` per box, after which the connection also carries the main process's I/O (as on the exec port) |
 //! | 4089 exec | one `Exec` (with `tty: false`), then that process's I/O until `Exit`; or one *file request* (`PathStat`, `ArchiveGet`, `ArchivePut`, see below) |
 //! | 4090 PTY | one `Exec` (with `tty: true`), the same over a pseudo-terminal |
 //!
@@ -47,7 +47,7 @@
 //! |---|---|---|---|
 //! | 0x01 | `Hello` | both, first | major u16, minor u16 |
 //! | 0x02 | `Error` | guest | message str (for people: print it on stderr) |
-//! | 0x03 | `Ok` | guest | — (reply to `SignalMain`, `Shutdown`) |
+//! | 0x03 | `Ok` | guest | — (reply to `SignalMain`, `Shutdown`, `Pause`, `Unpause`) |
 //! | 0x10 | `Exec` | host | *exec request*, see below |
 //! | 0x11 | `Started` | guest | pid i32 (as the guest's PID 1 sees it) |
 //! | 0x12 | `Stdin` | host | data rest |
@@ -62,6 +62,12 @@
 //! | 0x22 | `StatusReply` | guest | main_pid i32 (0: not started), running bool, exit_code opt\<i32\> |
 //! | 0x23 | `SignalMain` | host, control | signo i32, to the main process |
 //! | 0x24 | `Shutdown` | host, control | — (power off now; the main process is killed) |
+//! | 0x30 | `Stats` | host, control | — (the box's resource use) |
+//! | 0x31 | `StatsReply` | guest | *box stats*, see below |
+//! | 0x32 | `Top` | host, control | — (the box's processes) |
+//! | 0x33 | `TopReply` | guest | mem_total u64 (bytes), processes list\<*process*\> (by pid; as many as fit in one frame) |
+//! | 0x34 | `Pause` | host, control | — (freeze the box's processes; `Ok` once they are frozen) |
+//! | 0x35 | `Unpause` | host, control | — (thaw them; `Ok` once they run again) |
 //! | 0x40 | `PathStat` | host, exec | path str (in the box's root) |
 //! | 0x41 | `PathInfo` | guest | name str, size u64, mode u32 (`st_mode`), mtime i64 (seconds), link_target str (a symbolic link's target resolved in the box; else empty) |
 //! | 0x42 | `ArchiveGet` | host, exec | path str: archive it |
@@ -72,6 +78,23 @@
 //! `name`, `name:group`, looked up in the box's `/etc/passwd` and
 //! `/etc/group`; absent: root), tty bool, rows u16, cols u16 (initial
 //! terminal size; 0 leaves the default), stdin bool (false: `/dev/null`).
+//!
+//! *Box stats*, read by init from the box's cgroup and its own `/proc`:
+//! time_usec u64 (the guest's monotonic clock when sampled: divide CPU time
+//! by its differences), cpu_usec u64 (`cpu.stat` usage_usec), memory u64
+//! (`memory.current`, bytes), inactive_file u64 (from `memory.stat`, bytes),
+//! memory_total u64 (the guest's MemTotal, bytes), pids u64 (`pids.current`),
+//! net_rx opt\<u64\>, net_tx opt\<u64\> (bytes over the guest's interfaces
+//! but `lo`), block_read opt\<u64\>, block_write opt\<u64\> (bytes, `io.stat`;
+//! absent where the kernel has no io controller).
+//!
+//! *Process*: pid i32, ppid i32 (as the box's PID namespace numbers them;
+//! ppid 0: a parent outside the box), uid u32, user str (the uid's name in
+//! the box's `/etc/passwd`, or empty), stat str (as ps's STAT: state letter,
+//! then `<`, `N`, `s`, `l`, `+`), tty u32 (the terminal's device number; 0:
+//! none), cpu_ms u64 (user + system time), age_ms u64 (since it started),
+//! vsz u64, rss u64 (bytes), comm str, args list\<str\> (empty for a process
+//! without a command line).
 //!
 //! *File requests*, as Docker's archive API for a container: paths are in
 //! the box's root (`..` stops at `/`, symbolic links resolve inside it).
@@ -94,7 +117,7 @@ pub const PORT_PTY: u32 = 4090;
 /// Major protocol version; peers with different majors refuse each other.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor protocol version; see the module documentation.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// Largest value of a frame's length field (type byte plus payload): 1 MiB.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -237,6 +260,60 @@ pub struct MainStatus {
     pub exit_code: Option<i32>,
 }
 
+/// A box's resource use, as `StatsReply` reports it (see the module table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoxStats {
+    /// The guest's monotonic clock when the sample was taken, in µs.
+    pub time_usec: u64,
+    /// CPU time of the box's processes, in µs.
+    pub cpu_usec: u64,
+    /// Memory charged to the box's processes, in bytes.
+    pub memory: u64,
+    /// Of which inactive page cache, in bytes.
+    pub inactive_file: u64,
+    /// The guest's memory, in bytes.
+    pub memory_total: u64,
+    /// Tasks in the box.
+    pub pids: u64,
+    /// Bytes received over the guest's network interfaces.
+    pub net_rx: Option<u64>,
+    /// Bytes sent over them.
+    pub net_tx: Option<u64>,
+    /// Bytes read from block devices.
+    pub block_read: Option<u64>,
+    /// Bytes written to them.
+    pub block_write: Option<u64>,
+}
+
+/// One of the box's processes, as `TopReply` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Its pid in the box.
+    pub pid: i32,
+    /// Its parent's pid in the box; 0 when the parent is outside.
+    pub ppid: i32,
+    /// Real user id.
+    pub uid: u32,
+    /// The uid's name in the box, or empty.
+    pub user: String,
+    /// ps's STAT column.
+    pub stat: String,
+    /// Controlling terminal's device number; 0 for none.
+    pub tty: u32,
+    /// CPU time used, in ms.
+    pub cpu_ms: u64,
+    /// Time since it started, in ms.
+    pub age_ms: u64,
+    /// Virtual memory size, in bytes.
+    pub vsz: u64,
+    /// Resident set size, in bytes.
+    pub rss: u64,
+    /// The kernel's name for it.
+    pub comm: String,
+    /// Its command line.
+    pub args: Vec<String>,
+}
+
 /// An entry in a box's root, as `PathInfo` reports it (Docker's
 /// `ContainerPathStat`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -314,6 +391,23 @@ pub enum Message {
     SignalMain(i32),
     /// Power the box off now.
     Shutdown,
+    /// Ask for the box's resource use.
+    Stats,
+    /// The box's resource use.
+    StatsReply(BoxStats),
+    /// Ask for the box's processes.
+    Top,
+    /// The box's processes.
+    TopReply {
+        /// The guest's memory, in bytes (for `%MEM`).
+        mem_total: u64,
+        /// The processes, by pid.
+        processes: Vec<ProcessInfo>,
+    },
+    /// Freeze the box's processes.
+    Pause,
+    /// Thaw them.
+    Unpause,
     /// Describe an entry of the box's root.
     PathStat {
         /// Path in the box.
@@ -353,6 +447,12 @@ mod tag {
     pub const STATUS_REPLY: u8 = 0x22;
     pub const SIGNAL_MAIN: u8 = 0x23;
     pub const SHUTDOWN: u8 = 0x24;
+    pub const STATS: u8 = 0x30;
+    pub const STATS_REPLY: u8 = 0x31;
+    pub const TOP: u8 = 0x32;
+    pub const TOP_REPLY: u8 = 0x33;
+    pub const PAUSE: u8 = 0x34;
+    pub const UNPAUSE: u8 = 0x35;
     pub const PATH_STAT: u8 = 0x40;
     pub const PATH_INFO: u8 = 0x41;
     pub const ARCHIVE_GET: u8 = 0x42;
@@ -379,6 +479,12 @@ fn type_name(t: u8) -> Option<&'static str> {
         tag::STATUS_REPLY => "StatusReply",
         tag::SIGNAL_MAIN => "SignalMain",
         tag::SHUTDOWN => "Shutdown",
+        tag::STATS => "Stats",
+        tag::STATS_REPLY => "StatsReply",
+        tag::TOP => "Top",
+        tag::TOP_REPLY => "TopReply",
+        tag::PAUSE => "Pause",
+        tag::UNPAUSE => "Unpause",
         tag::PATH_STAT => "PathStat",
         tag::PATH_INFO => "PathInfo",
         tag::ARCHIVE_GET => "ArchiveGet",
@@ -408,6 +514,12 @@ impl Message {
             Message::StatusReply(_) => tag::STATUS_REPLY,
             Message::SignalMain(_) => tag::SIGNAL_MAIN,
             Message::Shutdown => tag::SHUTDOWN,
+            Message::Stats => tag::STATS,
+            Message::StatsReply(_) => tag::STATS_REPLY,
+            Message::Top => tag::TOP,
+            Message::TopReply { .. } => tag::TOP_REPLY,
+            Message::Pause => tag::PAUSE,
+            Message::Unpause => tag::UNPAUSE,
             Message::PathStat { .. } => tag::PATH_STAT,
             Message::PathInfo(_) => tag::PATH_INFO,
             Message::ArchiveGet { .. } => tag::ARCHIVE_GET,
@@ -430,6 +542,18 @@ impl Message {
             }
             Message::Error { message } => out.str(message)?,
             Message::Ok | Message::StdinClose | Message::Status | Message::Shutdown => {}
+            Message::Stats | Message::Top | Message::Pause | Message::Unpause => {}
+            Message::StatsReply(st) => out.stats(st),
+            Message::TopReply {
+                mem_total,
+                processes,
+            } => {
+                out.u64(*mem_total);
+                out.count(processes.len())?;
+                for p in processes {
+                    out.process(p)?;
+                }
+            }
             Message::PathStat { path } | Message::ArchiveGet { path } => out.str(path)?,
             Message::PathInfo(info) => {
                 out.str(&info.name)?;
@@ -525,6 +649,25 @@ impl Message {
             }),
             tag::SIGNAL_MAIN => Message::SignalMain(r.i32("signo")?),
             tag::SHUTDOWN => Message::Shutdown,
+            tag::STATS => Message::Stats,
+            tag::STATS_REPLY => Message::StatsReply(r.stats()?),
+            tag::TOP => Message::Top,
+            tag::TOP_REPLY => {
+                let mem_total = r.u64("mem_total")?;
+                // A process takes at least 64 bytes: its fixed-size fields and
+                // the counts of its strings and list.
+                let n = r.count("processes", 64)?;
+                let mut processes = Vec::new();
+                for _ in 0..n {
+                    processes.push(r.process()?);
+                }
+                Message::TopReply {
+                    mem_total,
+                    processes,
+                }
+            }
+            tag::PAUSE => Message::Pause,
+            tag::UNPAUSE => Message::Unpause,
             tag::PATH_STAT => Message::PathStat {
                 path: r.str("path")?,
             },
@@ -782,6 +925,17 @@ impl Writer {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
 
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn opt_u64(&mut self, v: Option<u64>) {
+        self.bool(v.is_some());
+        if let Some(v) = v {
+            self.u64(v);
+        }
+    }
+
     fn bool(&mut self, v: bool) {
         self.0.push(u8::from(v));
     }
@@ -825,6 +979,40 @@ impl Writer {
         self.bool(req.stdin);
         Ok(())
     }
+
+    fn stats(&mut self, st: &BoxStats) {
+        for v in [
+            st.time_usec,
+            st.cpu_usec,
+            st.memory,
+            st.inactive_file,
+            st.memory_total,
+            st.pids,
+        ] {
+            self.u64(v);
+        }
+        for v in [st.net_rx, st.net_tx, st.block_read, st.block_write] {
+            self.opt_u64(v);
+        }
+    }
+
+    fn process(&mut self, p: &ProcessInfo) -> Result<(), FrameError> {
+        self.i32(p.pid);
+        self.i32(p.ppid);
+        self.u32(p.uid);
+        self.str(&p.user)?;
+        self.str(&p.stat)?;
+        self.u32(p.tty);
+        for v in [p.cpu_ms, p.age_ms, p.vsz, p.rss] {
+            self.u64(v);
+        }
+        self.str(&p.comm)?;
+        self.count(p.args.len())?;
+        for a in &p.args {
+            self.str(a)?;
+        }
+        Ok(())
+    }
 }
 
 struct Reader<'a> {
@@ -855,6 +1043,18 @@ impl Reader<'_> {
 
     fn i32(&mut self, field: &'static str) -> Result<i32, FrameError> {
         self.take(field).map(i32::from_le_bytes)
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, FrameError> {
+        self.take(field).map(u64::from_le_bytes)
+    }
+
+    fn opt_u64(&mut self, field: &'static str) -> Result<Option<u64>, FrameError> {
+        Ok(if self.bool(field)? {
+            Some(self.u64(field)?)
+        } else {
+            None
+        })
     }
 
     fn bool(&mut self, field: &'static str) -> Result<bool, FrameError> {
@@ -923,6 +1123,43 @@ impl Reader<'_> {
             stdin: self.bool("stdin")?,
         })
     }
+
+    fn stats(&mut self) -> Result<BoxStats, FrameError> {
+        Ok(BoxStats {
+            time_usec: self.u64("time_usec")?,
+            cpu_usec: self.u64("cpu_usec")?,
+            memory: self.u64("memory")?,
+            inactive_file: self.u64("inactive_file")?,
+            memory_total: self.u64("memory_total")?,
+            pids: self.u64("pids")?,
+            net_rx: self.opt_u64("net_rx")?,
+            net_tx: self.opt_u64("net_tx")?,
+            block_read: self.opt_u64("block_read")?,
+            block_write: self.opt_u64("block_write")?,
+        })
+    }
+
+    fn process(&mut self) -> Result<ProcessInfo, FrameError> {
+        let mut p = ProcessInfo {
+            pid: self.i32("pid")?,
+            ppid: self.i32("ppid")?,
+            uid: self.u32("uid")?,
+            user: self.str("user")?,
+            stat: self.str("stat")?,
+            tty: self.u32("tty")?,
+            cpu_ms: self.u64("cpu_ms")?,
+            age_ms: self.u64("age_ms")?,
+            vsz: self.u64("vsz")?,
+            rss: self.u64("rss")?,
+            comm: self.str("comm")?,
+            args: Vec::new(),
+        };
+        let n = self.count("args", 4)?;
+        for _ in 0..n {
+            p.args.push(self.str("args")?);
+        }
+        Ok(p)
+    }
 }
 
 #[cfg(test)]
@@ -985,6 +1222,47 @@ mod tests {
             Message::StatusReply(MainStatus::default()),
             Message::SignalMain(9),
             Message::Shutdown,
+            Message::Stats,
+            Message::StatsReply(BoxStats {
+                time_usec: 1_000_001,
+                cpu_usec: 42,
+                memory: 7 << 20,
+                inactive_file: 1 << 20,
+                memory_total: 240 << 20,
+                pids: 3,
+                net_rx: Some(0),
+                net_tx: Some(u64::MAX),
+                block_read: None,
+                block_write: None,
+            }),
+            Message::StatsReply(BoxStats::default()),
+            Message::Top,
+            Message::TopReply {
+                mem_total: 1 << 30,
+                processes: vec![
+                    ProcessInfo {
+                        pid: 1,
+                        ppid: 0,
+                        uid: 0,
+                        user: "root".into(),
+                        stat: "Ss".into(),
+                        tty: 0,
+                        cpu_ms: 10,
+                        age_ms: 5_000,
+                        vsz: 4 << 20,
+                        rss: 1 << 20,
+                        comm: "sh".into(),
+                        args: vec!["/bin/sh".into(), "-c".into(), "sleep 1000".into()],
+                    },
+                    ProcessInfo::default(),
+                ],
+            },
+            Message::TopReply {
+                mem_total: 0,
+                processes: Vec::new(),
+            },
+            Message::Pause,
+            Message::Unpause,
             Message::PathStat {
                 path: "/etc/../passwd".into(),
             },

@@ -7,7 +7,8 @@
 //!
 //! - **With a root filesystem** (`a3s.root=virtiofs:<tag>`, see
 //!   [`crate::proto::decode_root`]): it mounts the virtio-fs share at
-//!   `/newroot`, mounts the kernel filesystems inside it, starts the vsock
+//!   `/newroot`, mounts the kernel filesystems inside it, makes the box's
+//!   cgroup (`cgroup.rs`), starts the vsock
 //!   servers (control 4088, exec 4089, PTY 4090; `session.rs`), prints
 //!   [`READY_LINE`](crate::proto::READY_LINE) and waits. The host's `RunMain`
 //!   starts the main process in new namespaces inside that root (`spawn.rs`);
@@ -28,6 +29,8 @@
 //! and are tested over Unix socket pairs with real processes.
 
 #[cfg(target_os = "linux")]
+mod cgroup;
+#[cfg(target_os = "linux")]
 mod files;
 #[cfg(target_os = "linux")]
 mod mounts;
@@ -37,6 +40,8 @@ mod pty;
 mod session;
 #[cfg(target_os = "linux")]
 mod spawn;
+#[cfg(target_os = "linux")]
+mod stats;
 #[cfg(target_os = "linux")]
 mod supervisor;
 #[cfg(target_os = "linux")]
@@ -204,6 +209,12 @@ fn run_box(sys: &mut impl sys::Sys, root: &crate::proto::RootSource, argv: &[Str
         },
         sys.waker(),
     ));
+    if let Err(e) = sys.setup_cgroup(&sup) {
+        sys.eprint(&format!(
+            "a3s-box init: warning: the box gets no cgroup, so stats, top and pause will not \
+             work: {e}"
+        ));
+    }
     if let Err(e) = sys.start_servers(&sup) {
         sys.eprint(&format!("a3s-box init: {e}"));
         if argv.is_empty() {
@@ -557,11 +568,12 @@ mod tests {
         let dev = sys
             .position(|c| matches!(c, Call::Mount(m) if m.target == "/newroot/dev"))
             .unwrap();
+        let cgroup = sys.position(|c| *c == Call::SetupCgroup).unwrap();
         let servers = sys.position(|c| *c == Call::StartServers).unwrap();
         let ready = sys
             .position(|c| *c == Call::Print(READY_LINE.into()))
             .unwrap();
-        assert!(root < dev && dev < servers && servers < ready);
+        assert!(root < dev && dev < cgroup && cgroup < servers && servers < ready);
         assert!(sys.position(|c| matches!(c, Call::StartMain(_))).is_none());
         assert!(sys.position(|c| matches!(c, Call::Spawn { .. })).is_none());
         assert_eq!(exit_port(&sys), [143]);
@@ -592,6 +604,20 @@ mod tests {
         );
         assert!(sys.position(|c| *c == Call::StartServers).is_none());
         assert_eq!(exit_port(&sys), [125]);
+    }
+
+    #[test]
+    fn a_box_without_a_cgroup_still_serves_with_a_warning() {
+        let mut sys = with_root("");
+        sys.cgroup_error = Some(libc::ENODEV);
+        sys.signals = [libc::SIGTERM].into();
+        run(&mut sys);
+        assert!(
+            sys.stderr().iter().any(|l| l.contains("no cgroup")),
+            "{:?}",
+            sys.stderr()
+        );
+        assert!(sys.position(|c| *c == Call::StartServers).is_some());
     }
 
     #[test]

@@ -273,6 +273,11 @@ pub fn start(
             PathBuf::from(root),
             PathBuf::from(root).join("dev/ptmx"),
         ),
+        (_, Kind::Exec) if sup.cgroup().is_some_and(|c| c.paused()) => {
+            return Err(SpawnFailure::runtime(
+                "cannot exec in a paused box — unpause it first".into(),
+            ));
+        }
         (Isolation::Namespaces { .. }, Kind::Exec) => {
             let pid = sup.main_pid().ok_or_else(|| {
                 SpawnFailure::runtime(
@@ -616,6 +621,9 @@ pub fn serve_control<C: Connection>(sup: &Arc<Supervisor>, conn: C) {
             Message::Shutdown => {
                 outbox.send(&Message::Ok);
                 sup.request_shutdown();
+            }
+            m @ (Message::Stats | Message::Top | Message::Pause | Message::Unpause) => {
+                outbox.send(&super::stats::answer(sup, &m));
             }
             m @ (Message::Stdin(_)
             | Message::StdinClose

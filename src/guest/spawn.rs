@@ -27,6 +27,10 @@
 //!   namespace. The mount, UTS and IPC namespaces are joined in the child;
 //!   joining a mount namespace puts the child at the box's root.
 //! - **Plain** children stay in init's namespaces (tests).
+//!
+//! Once the box has a cgroup (`cgroup.rs`), every process of it is cloned
+//! straight into that group (`clone3` with `CLONE_INTO_CGROUP`): there is no
+//! moment at which it, or anything it starts, runs outside it.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -379,8 +383,14 @@ impl Plan {
     }
 }
 
+/// `clone3`'s flag for starting the child in the cgroup `clone_args.cgroup`
+/// names (Linux 5.7; not in the libc crate for musl).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// Clones the calling thread into a new process, with `flags` (`CLONE_NEW*`)
-/// and SIGCHLD as its exit signal; returns the child's pid, or 0 in the child.
+/// and SIGCHLD as its exit signal, in the cgroup whose directory `cgroup`
+/// is open on (else in the caller's); returns the child's pid, or 0 in the
+/// child.
 ///
 /// # Safety
 ///
@@ -388,12 +398,35 @@ impl Plan {
 /// held by other threads stay held forever: it may make only system calls
 /// that allocate nothing, must not return into code that may, and must end
 /// with `execve` or `_exit`.
-unsafe fn clone_process(flags: libc::c_int) -> io::Result<i32> {
-    let flags = libc::c_long::from(flags | libc::SIGCHLD);
-    // SAFETY: with a null stack pointer clone acts as fork: the child gets a
-    // copy of this thread's stack; the null tid and tls pointers ask for no
-    // writes. What the child may do is the caller's contract.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+unsafe fn clone_process(flags: libc::c_int, cgroup: Option<RawFd>) -> io::Result<i32> {
+    let rc = match cgroup {
+        None => {
+            let flags = libc::c_long::from(flags | libc::SIGCHLD);
+            // SAFETY: with a null stack pointer clone acts as fork: the child
+            // gets a copy of this thread's stack; the null tid and tls
+            // pointers ask for no writes. What the child may do is the
+            // caller's contract.
+            unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }
+        }
+        Some(fd) => {
+            // SAFETY: clone_args is plain old data; all-zero is a valid value
+            // (no pidfd, tids, stack, tls or set_tid).
+            let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+            args.flags = u64::from(flags.unsigned_abs()) | CLONE_INTO_CGROUP;
+            args.exit_signal = u64::from(libc::SIGCHLD.unsigned_abs());
+            args.cgroup = u64::from(fd.unsigned_abs());
+            // SAFETY: `args` is a valid clone_args of the size passed; with
+            // no stack, clone3 acts as fork, as above. `fd` is the open
+            // cgroup directory the supervisor keeps for the box's lifetime.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    std::ptr::from_ref(&args),
+                    std::mem::size_of::<libc::clone_args>(),
+                )
+            }
+        }
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -611,11 +644,12 @@ fn spawn_here(
     let (report_r, report_w) =
         pipe().map_err(|e| SpawnFailure::runtime(format!("cannot create a pipe: {e}")))?;
     let plan = Plan::new(spec, enter, report_w.as_raw_fd())?;
+    let cgroup = sup.cgroup().map(super::cgroup::Cgroup::fd);
     let (pid, status) = sup
         .start_child(main, || {
             // SAFETY: the child branch below only runs `child`, which keeps
             // to system calls on the prepared plan and never returns.
-            match unsafe { clone_process(flags) }? {
+            match unsafe { clone_process(flags, cgroup) }? {
                 // SAFETY: we are the freshly cloned child and `plan` is the
                 // plan the parent built.
                 0 => unsafe { child(&plan) },

@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::cgroup::Cgroup;
 use crate::proto::MainStatus;
 
 /// Who collects exit statuses.
@@ -87,6 +88,8 @@ pub struct Supervisor {
     state: Mutex<State>,
     changed: Condvar,
     wake: Box<dyn Fn() + Send + Sync>,
+    /// The box's cgroup, which every process of the box is started in.
+    cgroup: OnceLock<Cgroup>,
 }
 
 impl Supervisor {
@@ -117,7 +120,19 @@ impl Supervisor {
             }),
             changed: Condvar::new(),
             wake,
+            cgroup: OnceLock::new(),
         }
+    }
+
+    /// Starts every later process of the box in `cgroup`; only the first
+    /// call counts.
+    pub fn set_cgroup(&self, cgroup: Cgroup) {
+        let _ = self.cgroup.set(cgroup);
+    }
+
+    /// The box's cgroup, once there is one.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.get()
     }
 
     /// How processes are isolated.

@@ -87,6 +87,9 @@ pub trait Sys {
     fn eprint(&mut self, line: &str);
     /// Something other threads call to interrupt [`Sys::wait_signal`].
     fn waker(&self) -> Box<dyn Fn() + Send + Sync>;
+    /// Mounts the cgroup2 hierarchy and makes the box's group, in which
+    /// `sup` then starts every process of the box.
+    fn setup_cgroup(&mut self, sup: &Arc<Supervisor>) -> io::Result<()>;
     /// Binds the control, exec and PTY vsock ports and serves each on its
     /// own thread.
     fn start_servers(&mut self, sup: &Arc<Supervisor>) -> io::Result<()>;
@@ -478,6 +481,22 @@ impl Sys for LinuxSys {
             // by PID 1's sigwaitinfo, so it only wakes that wait.
             unsafe { libc::kill(libc::getpid(), libc::SIGPWR) };
         })
+    }
+
+    fn setup_cgroup(&mut self, sup: &Arc<Supervisor>) -> io::Result<()> {
+        use super::cgroup::{Cgroup, BOX_GROUP, CGROUP_MOUNT, MOUNT};
+        let mounts = self.read_to_string("/proc/self/mounts")?;
+        if !mounts
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(CGROUP_MOUNT))
+        {
+            self.mount(&MOUNT)?;
+        }
+        sup.set_cgroup(Cgroup::create(
+            std::path::Path::new(CGROUP_MOUNT),
+            BOX_GROUP,
+        )?);
+        Ok(())
     }
 
     fn start_servers(&mut self, sup: &Arc<Supervisor>) -> io::Result<()> {

@@ -31,6 +31,7 @@ pub enum Call {
     Reboot(i32),
     Print(String),
     Eprint(String),
+    SetupCgroup,
     StartServers,
     StartMain(Vec<String>),
     // What a new process does on its way into the box (`NsSys`).
@@ -86,6 +87,8 @@ pub struct RecordingSys {
     pub signals: VecDeque<i32>,
     /// errno that starting the servers fails with, if any.
     pub servers_error: Option<i32>,
+    /// errno that making the box's cgroup fails with, if any.
+    pub cgroup_error: Option<i32>,
     /// (call, errno) for `NsSys` calls that fail; the call is named as
     /// `"mount <target>"`, `"umount <target>"`, `"chdir <path>"`,
     /// `"chroot <path>"`, `"sethostname"` or `"setns"`.
@@ -324,6 +327,14 @@ impl Sys for RecordingSys {
 
     fn waker(&self) -> Box<dyn Fn() + Send + Sync> {
         Box::new(|| {})
+    }
+
+    fn setup_cgroup(&mut self, _sup: &Arc<Supervisor>) -> io::Result<()> {
+        self.calls.push(Call::SetupCgroup);
+        match self.cgroup_error {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(()),
+        }
     }
 
     fn start_servers(&mut self, _sup: &Arc<Supervisor>) -> io::Result<()> {

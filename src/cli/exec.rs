@@ -49,8 +49,10 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     }
     let store = Store::open(&crate::paths::state_dir())?;
     let id = store.resolve(name)?;
-    if store.live_state(&id)?.status != Status::Running {
-        bail!("box {name} is not running");
+    match store.live_state(&id)?.status {
+        Status::Running => {}
+        Status::Paused => bail!("cannot exec in a paused box: unpause {name} first"),
+        _ => bail!("box {name} is not running"),
     }
     let cfg = store.config(&id)?;
     let mut env = cfg.env.clone();

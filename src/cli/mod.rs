@@ -12,6 +12,7 @@ mod logs;
 mod run;
 mod session;
 mod shim;
+mod stats;
 mod system;
 pub mod template;
 
@@ -124,6 +125,10 @@ enum Command {
     Export(layer::ExportArgs),
     Cp(layer::CpArgs),
     Commit(layer::CommitArgs),
+    Stats(image::Eq<stats::StatsArgs>),
+    Top(stats::TopArgs),
+    Pause(stats::PauseArgs),
+    Unpause(stats::UnpauseArgs),
 }
 
 /// Parses with argh, printing help or the parse error as argh does.
@@ -238,6 +243,10 @@ fn cli_main(args: &[&str]) -> i32 {
         | Command::Export(_)
         | Command::Cp(_)
         | Command::Commit(_)
+        | Command::Stats(_)
+        | Command::Top(_)
+        | Command::Pause(_)
+        | Command::Unpause(_)
         | Command::Events(_)
         | Command::SystemPrune(_)
         | Command::ContainerUpdate(_) => 1,
@@ -277,6 +286,10 @@ fn cli_main(args: &[&str]) -> i32 {
         Command::Export(a) => layer::export(a),
         Command::Cp(a) => layer::cp(a),
         Command::Commit(a) => layer::commit(a),
+        Command::Stats(a) => stats::stats(a.0),
+        Command::Top(a) => stats::top(a),
+        Command::Pause(a) => stats::pause(a),
+        Command::Unpause(a) => stats::unpause(a),
         Command::Version(a) => system::version(a),
         Command::Info(a) => system::info(a),
         Command::Events(a) => events::events(a),

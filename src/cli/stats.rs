@@ -787,6 +787,8 @@ fn set_paused(store: &Store, id: &str, name: &str, pause: bool) -> anyhow::Resul
         };
         store.write_state(id, &st)?;
     }
+    let action = if pause { "pause" } else { "unpause" };
+    crate::runtime::events::emit_box(store, action, id, &[]);
     Ok(())
 }
 

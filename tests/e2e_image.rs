@@ -5,35 +5,18 @@
 mod common;
 mod common_registry;
 
-use std::path::PathBuf;
 use std::process::Output;
 use std::sync::OnceLock;
 
-use common_registry::{images, Registry, TempDir};
+use common_registry::BoxEnv;
 
-struct Env {
-    home: TempDir,
-    kernel: PathBuf,
-    /// Keeps the registry running for the whole test binary.
-    registry: Registry,
-}
-
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let kernel = common::guest_kernel();
-        let registry = Registry::start();
-        registry.push(&images().src("busybox"), "tests/busybox:1");
-        Env {
-            home: TempDir::new("e2e-image-home"),
-            kernel,
-            registry,
-        }
-    })
+fn env() -> &'static BoxEnv {
+    static ENV: OnceLock<BoxEnv> = OnceLock::new();
+    ENV.get_or_init(|| BoxEnv::start("image", common::guest_kernel()))
 }
 
 fn image() -> String {
-    format!("{}/tests/busybox:1", env().registry.host())
+    env().image()
 }
 
 fn a3s(args: &[&str]) -> Output {

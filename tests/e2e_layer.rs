@@ -7,35 +7,20 @@ mod common;
 mod common_registry;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common_registry::{images, Registry, TempDir};
+use common_registry::{BoxEnv, TempDir};
 
-struct Env {
-    home: TempDir,
-    kernel: PathBuf,
-    registry: Registry,
-}
-
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let kernel = common::guest_kernel();
-        let registry = Registry::start();
-        registry.push(&images().src("busybox"), "tests/busybox:1");
-        Env {
-            home: TempDir::new("e2e-layer-home"),
-            kernel,
-            registry,
-        }
-    })
+fn env() -> &'static BoxEnv {
+    static ENV: OnceLock<BoxEnv> = OnceLock::new();
+    ENV.get_or_init(|| BoxEnv::start("layer", common::guest_kernel()))
 }
 
 fn image() -> String {
-    format!("{}/tests/busybox:1", env().registry.host())
+    env().image()
 }
 
 fn home() -> &'static Path {

@@ -6,35 +6,20 @@
 mod common;
 mod common_registry;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common_registry::{images, Registry, TempDir};
+use common_registry::BoxEnv;
 
-struct Env {
-    home: TempDir,
-    kernel: PathBuf,
-    registry: Registry,
-}
-
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let kernel = common::guest_kernel();
-        let registry = Registry::start();
-        registry.push(&images().src("busybox"), "tests/busybox:1");
-        Env {
-            home: TempDir::new("e2e-lifecycle-home"),
-            kernel,
-            registry,
-        }
-    })
+fn env() -> &'static BoxEnv {
+    static ENV: OnceLock<BoxEnv> = OnceLock::new();
+    ENV.get_or_init(|| BoxEnv::start("lifecycle", common::guest_kernel()))
 }
 
 fn image() -> String {
-    format!("{}/tests/busybox:1", env().registry.host())
+    env().image()
 }
 
 fn home() -> &'static Path {

@@ -677,3 +677,30 @@ pub fn one_layer_image(
     .unwrap();
     format!("oci:{}:{tag}", layout.display())
 }
+
+/// What the end-to-end suites that boot the busybox image share: a state
+/// directory (on the harness VM's own /tmp), the guest kernel, and a registry
+/// on loopback that holds the image as `tests/busybox:1`.
+pub struct BoxEnv {
+    pub home: TempDir,
+    pub kernel: PathBuf,
+    /// Keeps the registry running for the whole test binary.
+    pub registry: Registry,
+}
+
+impl BoxEnv {
+    pub fn start(suite: &str, kernel: PathBuf) -> BoxEnv {
+        let registry = Registry::start();
+        registry.push(&images().src("busybox"), "tests/busybox:1");
+        BoxEnv {
+            home: TempDir::new(&format!("e2e-{suite}-home")),
+            kernel,
+            registry,
+        }
+    }
+
+    /// The busybox image's reference in the registry.
+    pub fn image(&self) -> String {
+        format!("{}/tests/busybox:1", self.registry.host())
+    }
+}

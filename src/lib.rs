@@ -11,4 +11,6 @@ pub mod oci;
 pub mod paths;
 pub mod proto;
 pub mod runtime;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod vmm;

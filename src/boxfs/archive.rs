@@ -419,9 +419,9 @@ pub fn extract(tree: &dyn Tree, dir: &Path, input: impl Read, opts: &ExtractOpti
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::TempDir;
     use super::super::DirTree;
     use super::*;
+    use crate::testing::TempDir;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
     fn sample(root: &Path) {

@@ -304,9 +304,9 @@ pub fn copy_to_box(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::TempDir;
     use super::super::{Local, Tree};
     use super::*;
+    use crate::testing::TempDir;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
     #[test]

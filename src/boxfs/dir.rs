@@ -314,8 +314,8 @@ pub fn lstat_opt(tree: &dyn Tree, rel: &Path) -> io::Result<Option<Meta>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::TempDir;
     use super::*;
+    use crate::testing::TempDir;
     use std::io::Write;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 

@@ -119,8 +119,8 @@ fn serve_in(root: &Path, msg: Message, input: impl Read, outbox: &Outbox) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boxfs::testing::TempDir;
     use crate::proto::read_message;
+    use crate::testing::TempDir;
     use std::os::unix::net::UnixStream;
 
     fn ask(root: &Path, msg: Message, send: &[Message]) -> Vec<Message> {

@@ -359,25 +359,7 @@ impl Follower {
 mod tests {
     use super::*;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let d = std::env::temp_dir().join(format!(
-                "a3s-events-{name}-{}-{}",
-                std::process::id(),
-                &super::super::store::new_id()[..8]
-            ));
-            std::fs::create_dir_all(&d).unwrap();
-            TempDir(d)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testing::TempDir;
 
     /// A record as an older version wrote it: later fields take their defaults.
     fn cfg(name: &str) -> BoxConfig {

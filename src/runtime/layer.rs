@@ -509,7 +509,7 @@ pub fn changes(cfg: &BoxConfig) -> Result<Vec<Change>, LayerError> {
 mod tests {
     use super::*;
     use crate::boxfs::archive::{extract, ExtractOptions, Owners};
-    use crate::boxfs::testing::TempDir;
+    use crate::testing::TempDir;
     use std::os::unix::fs::{symlink, MetadataExt};
 
     fn whiteout(p: &Path) {

@@ -860,25 +860,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let d = std::env::temp_dir().join(format!(
-                "a3s-logs-{name}-{}-{}",
-                std::process::id(),
-                &super::super::store::new_id()[..8]
-            ));
-            std::fs::create_dir_all(&d).unwrap();
-            TempDir(d)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testing::TempDir;
 
     fn sized(max_size: u64, max_file: u32) -> LogConfig {
         LogConfig {

@@ -518,14 +518,7 @@ pub fn ps(a: PsArgs) -> anyhow::Result<i32> {
     };
     let store = open()?;
     let images = ImageStore::open(&crate::paths::state_dir())?;
-    let mut boxes: Vec<(BoxConfig, BoxState)> = Vec::new();
-    for id in store.ids()? {
-        // A box removed or half-written meanwhile is simply not listed.
-        let (Ok(cfg), Ok(st)) = (store.config(&id), store.live_state(&id)) else {
-            continue;
-        };
-        boxes.push((cfg, st));
-    }
+    let mut boxes = store.list()?;
     // Newest first, as Docker lists them.
     boxes.sort_by(|x, y| y.0.created.cmp(&x.0.created).then(y.0.id.cmp(&x.0.id)));
     let limit = if a.latest {

@@ -179,6 +179,18 @@ impl Store {
         Ok(dir)
     }
 
+    /// Every complete box record with its live state, read in one pass (a
+    /// box removed or half-written meanwhile is left out).
+    pub fn list(&self) -> Result<Vec<(BoxConfig, BoxState)>> {
+        let rd = std::fs::read_dir(&self.boxes)
+            .map_err(|e| RuntimeError::io("cannot list", &self.boxes, e))?;
+        Ok(rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter_map(|id| Some((self.config(&id).ok()?, self.live_state(&id).ok()?)))
+            .collect())
+    }
+
     /// IDs of every complete box record.
     pub fn ids(&self) -> Result<Vec<String>> {
         let rd = std::fs::read_dir(&self.boxes)

@@ -323,31 +323,20 @@ fn concurrent_creates_with_distinct_names_all_succeed_and_one_name_wins_once() {
     ok(&args);
 }
 
-#[test]
-#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
-fn several_boxes_run_at_once_and_ps_lists_them_all() {
+/// Starts `names` at once, each a `run -d` of a tiny workload, and checks each
+/// printed its box's ID.
+fn run_detached_at_once(names: &[String], workload: &[&str]) {
     let img = image();
-    ok(&["pull", "-q", &img]);
     let e = env();
-    let threads: Vec<_> = (0..6)
-        .map(|i| {
-            let (img, home, kernel) = (img.clone(), e.home.path().to_owned(), e.kernel.clone());
+    let threads: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let mut cmd = Command::new(common::bin());
+            cmd.args(["run", "-d", "-m", "64m", "--name", name, &img])
+                .args(workload)
+                .env("A3S_BOX_HOME", e.home.path())
+                .env("A3S_BOX_KERNEL", &e.kernel);
             std::thread::spawn(move || {
-                let mut cmd = Command::new(common::bin());
-                cmd.args([
-                    "run",
-                    "-d",
-                    "-m",
-                    "64m",
-                    "--name",
-                    &format!("par-{i}"),
-                    &img,
-                    "/bin/busybox",
-                    "sleep",
-                    "1000",
-                ])
-                .env("A3S_BOX_HOME", home)
-                .env("A3S_BOX_KERNEL", kernel);
                 common::output_within(&mut cmd, None, common::COMMAND_LIMIT, String::new)
             })
         })
@@ -355,7 +344,16 @@ fn several_boxes_run_at_once_and_ps_lists_them_all() {
     for t in threads {
         let out = t.join().unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim().len(), 64, "{}", stdout(&out));
     }
+}
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn several_boxes_run_at_once_and_ps_lists_them_all() {
+    ok(&["pull", "-q", &image()]);
+    let names: Vec<String> = (0..6).map(|i| format!("par-{i}")).collect();
+    run_detached_at_once(&names, &["/bin/busybox", "sleep", "1000"]);
     let running = ok(&[
         "ps",
         "--filter",
@@ -368,7 +366,6 @@ fn several_boxes_run_at_once_and_ps_lists_them_all() {
         running.lines().all(|l| l.ends_with(" running")),
         "{running}"
     );
-    let names: Vec<String> = (0..6).map(|i| format!("par-{i}")).collect();
     let mut args = vec!["rm", "-f"];
     args.extend(names.iter().map(String::as_str));
     ok(&args);

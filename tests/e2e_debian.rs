@@ -11,7 +11,7 @@ use std::process::Output;
 use std::sync::OnceLock;
 
 use common_debian::{debian_image_archive, IMAGE};
-use common_registry::TempDir;
+use common_registry::{stdout, TempDir};
 
 struct Env {
     home: TempDir,
@@ -41,10 +41,6 @@ fn env() -> &'static Env {
 fn a3s(args: &[&str]) -> Output {
     let e = env();
     common::a3s_in(e.home.path(), &e.kernel, args, None)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common_registry;
 use std::process::Output;
 use std::sync::OnceLock;
 
-use common_registry::BoxEnv;
+use common_registry::{stdout, BoxEnv};
 
 fn env() -> &'static BoxEnv {
     static ENV: OnceLock<BoxEnv> = OnceLock::new();
@@ -22,10 +22,6 @@ fn image() -> String {
 fn a3s(args: &[&str]) -> Output {
     let e = env();
     common::a3s_in(e.home.path(), &e.kernel, args, None)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]

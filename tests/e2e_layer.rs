@@ -12,7 +12,7 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common_registry::{BoxEnv, TempDir};
+use common_registry::{stderr, stdout, BoxEnv, TempDir};
 
 fn env() -> &'static BoxEnv {
     static ENV: OnceLock<BoxEnv> = OnceLock::new();
@@ -34,14 +34,6 @@ fn a3s_with(args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 fn a3s(args: &[&str]) -> Output {
     a3s_with(args, None)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn ok(args: &[&str]) -> String {

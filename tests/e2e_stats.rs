@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common_registry::BoxEnv;
+use common_registry::{stderr, stdout, BoxEnv};
 
 fn env() -> &'static BoxEnv {
     static ENV: OnceLock<BoxEnv> = OnceLock::new();
@@ -28,14 +28,6 @@ fn home() -> &'static Path {
 fn a3s(args: &[&str]) -> Output {
     let e = env();
     common::a3s_in(e.home.path(), &e.kernel, args, None)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `a3s-box args`, which must succeed; returns its stdout.

@@ -43,6 +43,10 @@ struct ShimArgs {
     /// with --box: start the main process only once a client attached
     #[argh(switch)]
     wait_attach: bool,
+    /// with --box: write one byte to this inherited file descriptor once the box
+    /// has started (or, with --wait-attach, can be attached to), then close it
+    #[argh(option)]
+    ready_fd: Option<i32>,
     /// the workload and its arguments
     #[argh(positional, greedy)]
     command: Vec<String>,
@@ -101,7 +105,12 @@ pub fn main(name: &str, args: &[&str]) -> i32 {
     };
     if let Some(id) = &a.box_id {
         return match crate::runtime::Store::open(&crate::paths::state_dir()) {
-            Ok(store) => crate::runtime::shim::serve(&store, id, a.wait_attach, a.restart_delay_ms),
+            Ok(store) => {
+                if let Some(fd) = a.ready_fd {
+                    crate::runtime::shim::take_ready_fd(fd);
+                }
+                crate::runtime::shim::serve(&store, id, a.wait_attach, a.restart_delay_ms)
+            }
             Err(e) => {
                 eprintln!("{name}: {e}");
                 EXIT_FAILURE

@@ -3,6 +3,7 @@
 //! record and its shim.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -14,8 +15,10 @@ use super::{RuntimeError, Status, Store};
 
 type Result<T> = std::result::Result<T, RuntimeError>;
 
-/// How long a box may take from its shim's start to its main process's.
-const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a box may take from its shim's start to its main process's. The
+/// shim gives up on a stuck guest itself, sooner (see `shim::BOOT_CPU_LIMIT`):
+/// this only bounds a shim that hangs.
+const START_TIMEOUT: Duration = Duration::from_secs(660);
 /// How long `rm -f` waits for a killed box's shim to end before killing it.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -30,7 +33,7 @@ fn short(id: &str) -> &str {
 pub fn start(store: &Store, id: &str, wait_for_attach: bool) -> Result<bool> {
     let dir = store.box_dir(id);
     let io = |what, e| RuntimeError::io(what, &dir, e);
-    let mut child = {
+    let (mut child, ready) = {
         // Under the lock, so that two starts of one box make one shim: the
         // second sees the first one's pid, which the shim itself keeps.
         let _lock = store.lock()?;
@@ -41,24 +44,34 @@ pub fn start(store: &Store, id: &str, wait_for_attach: bool) -> Result<bool> {
         let log = std::fs::File::create(dir.join("shim.log"))
             .map_err(|e| io("cannot create the shim log in", e))?;
         let exe = std::env::current_exe().map_err(|e| io("cannot find this binary for", e))?;
+        // The shim writes a byte to this pipe once the box is up; EOF without
+        // one means it ended first. Waiting on it costs nothing, where polling
+        // the record would cost every waiting CLI a read each few milliseconds.
+        let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| io("cannot make a pipe for", e.into()))?;
         let mut cmd = Command::new(exe);
         cmd.arg("shim").arg("--box").arg(id);
         if wait_for_attach {
             cmd.arg("--wait-attach");
         }
+        let ready_fd = ready_w.as_raw_fd();
+        cmd.arg("--ready-fd").arg(ready_fd.to_string());
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| io("cannot open", e))?)
             .stderr(log);
         // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        // The write end is inherited by the shim alone: it is close-on-exec
+        // everywhere but in this child, between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 || libc::fcntl(ready_fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
         let child = cmd.spawn().map_err(|e| io("cannot start the shim of", e))?;
+        drop(ready_w);
         // Started by hand: the policy's count and a stop's mark start over.
         st.restart_count = 0;
         st.stopped_by_user = false;
@@ -68,40 +81,68 @@ pub fn start(store: &Store, id: &str, wait_for_attach: bool) -> Result<bool> {
         st.exit_code = None;
         st.error = None;
         store.write_state(id, &st)?;
-        child
+        (child, ready_r)
     };
-    let deadline = Instant::now() + START_TIMEOUT;
-    let ready = || {
-        store.socket_dir(id).join(SHIM_SOCKET).exists()
-            && (wait_for_attach || store.state(id).is_ok_and(|s| s.status != Status::Created))
+    let failed = |why: String| {
+        let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+        RuntimeError::StartFailed(format!("{why}: {}", log.trim()))
     };
-    loop {
-        if ready() {
-            // Reap it later from a thread so it never lingers as a zombie of ours.
-            std::thread::spawn(move || child.wait());
-            super::events::emit_box(store, "start", id, &[]);
-            return Ok(true);
-        }
-        let failed = |why: String| {
-            let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
-            RuntimeError::StartFailed(format!("{why}: {}", log.trim()))
-        };
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| io("cannot wait for the shim of", e))?
-        {
+    match wait_ready(&ready, START_TIMEOUT) {
+        // Up; or ended, but only after its main process had started (a box
+        // whose command exits at once, or one the restart policy took over).
+        Some(true) => {}
+        Some(false) if store.state(id).is_ok_and(|s| s.status != Status::Created) => {}
+        Some(false) => {
+            let status = child
+                .wait()
+                .map_err(|e| io("cannot wait for the shim of", e))?;
             // The shim records its own failures; one that died before it could
             // is recorded here.
             let _ = store.live_state(id);
             return Err(failed(status.to_string()));
         }
-        if Instant::now() > deadline {
+        None => {
             let _ = child.kill();
             let _ = child.wait();
             let _ = store.live_state(id);
-            return Err(failed("it did not start within two minutes".into()));
+            return Err(failed(format!(
+                "it did not start within {} minutes",
+                START_TIMEOUT.as_secs() / 60
+            )));
         }
-        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Reap it later from a thread so it never lingers as a zombie of ours.
+    std::thread::spawn(move || child.wait());
+    super::events::emit_box(store, "start", id, &[]);
+    Ok(true)
+}
+
+/// Waits on the read end of a shim's ready pipe: `Some(true)` once the box is
+/// up, `Some(false)` if the shim closed it first, `None` after `limit`.
+fn wait_ready(ready: &std::os::fd::OwnedFd, limit: Duration) -> Option<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(ready, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(_) => return Some(false),
+        }
+        let mut byte = [0u8; 1];
+        return match rustix::io::read(ready, &mut byte) {
+            Ok(1) => Some(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => Some(false),
+        };
     }
 }
 

@@ -37,10 +37,47 @@ const ROOT_TAG: &str = "rootfs";
 const IMAGE_TAG: &str = "image";
 const LAYER_TAG: &str = "layer";
 const GUEST_CID: u64 = 3;
-/// How long the guest may take to boot and listen on its control port.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How much CPU time the VM may spend booting before its guest listens on its
+/// control port: a guest that has used this much without coming up is stuck.
+/// Counted in the VM's own CPU time, not the clock's, so that a boot slowed by
+/// a loaded host (fifty boxes starting at once) is not taken for a hung one.
+const BOOT_CPU_LIMIT: Duration = Duration::from_secs(60);
+/// The clock's limit on the same, for a guest that is stuck idle.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a foreground box waits for its client to attach before it starts
+/// its main process anyway (the client may have died).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
 /// Exit code recorded when the box had to be killed (SIGKILL, as Docker reports).
 const KILLED: i32 = 137;
+
+/// The write end of the pipe on which the CLI that started this shim waits
+/// (`--ready-fd`): one byte once the box started, EOF if it never does.
+static READY: Mutex<Option<std::os::fd::OwnedFd>> = Mutex::new(None);
+
+/// Takes the inherited descriptor `fd` as the ready pipe. It is closed on exec,
+/// so neither a restart (which execs this binary again) nor a child holds it.
+pub fn take_ready_fd(fd: i32) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the CLI passes a descriptor it opened for this process alone,
+    // and nothing else here owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    if rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).is_ok() {
+        *READY.lock().unwrap() = Some(fd);
+    }
+}
+
+/// Tells the CLI waiting in `start` that the box is up, once.
+fn signal_ready() {
+    if let Some(fd) = READY.lock().unwrap().take() {
+        let _ = rustix::io::write(&fd, b"1");
+    }
+}
+
+/// CPU time used by this process, all its threads (the vCPUs') included.
+fn cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
 
 /// Connects to guest `port` through the VMM's hybrid vsock socket.
 pub fn connect_guest(socket_dir: &Path, port: u32) -> std::io::Result<UnixStream> {
@@ -113,19 +150,22 @@ fn read_reply_line(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
     Ok(line)
 }
 
-/// Connects to guest `port`, retrying while the guest boots, until `deadline`.
+/// Connects to guest `port`, retrying while the guest boots, until `give_up`.
 fn connect_guest_retrying(
     socket_dir: &Path,
     port: u32,
     first: &[u8],
-    deadline: Instant,
-    vm_ended: &dyn Fn() -> bool,
+    give_up: &dyn Fn() -> Option<String>,
 ) -> std::io::Result<UnixStream> {
     loop {
         match connect_guest_sending(socket_dir, port, first) {
             Ok(s) => return Ok(s),
-            Err(e) if Instant::now() >= deadline || vm_ended() => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                if let Some(why) = give_up() {
+                    return Err(std::io::Error::new(e.kind(), format!("{e} ({why})")));
+                }
+                std::thread::sleep(Duration::from_millis(20))
+            }
         }
     }
 }
@@ -246,9 +286,9 @@ impl Shared {
     fn control(&self, msg: &Message) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let first = proto::hello_then(msg).map_err(|e| e.to_string())?;
-        let mut s =
-            connect_guest_retrying(&self.socket_dir, PORT_CONTROL, &first, deadline, &|| false)
-                .map_err(|e| e.to_string())?;
+        let give_up = || (Instant::now() >= deadline).then(|| "for 5 s".to_string());
+        let mut s = connect_guest_retrying(&self.socket_dir, PORT_CONTROL, &first, &give_up)
+            .map_err(|e| e.to_string())?;
         expect_hello(&mut s).map_err(|e| e.to_string())?;
         match read_message(&mut s) {
             Ok(Some(Message::Ok)) => Ok(()),
@@ -583,6 +623,10 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {SHIM_SOCKET}: {e}")),
     };
+    if wait_for_attach {
+        // The main process waits for its client, which may attach from now on.
+        signal_ready();
+    }
     {
         let shared = shared.clone();
         std::thread::spawn(move || {
@@ -610,27 +654,35 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
         let (store_for_events, cfg_for_events) = (store.clone(), cfg.clone());
         std::thread::spawn(move || {
             let deadline = Instant::now() + BOOT_TIMEOUT;
-            let ended = || shared.ended();
-            // The handshake's Hello goes out with the CONNECT line.
-            let hello = our_hello().encode().unwrap_or_default();
-            let conn = match connect_guest_retrying(
-                &shared.socket_dir,
-                PORT_CONTROL,
-                &hello,
-                deadline,
-                &ended,
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    // Nothing will ever run in this VM: end the box.
-                    shared.fail_start(format_args!("the guest did not start: {e}"));
-                    return;
+            let give_up = || {
+                if shared.ended() {
+                    Some("the VM ended".to_string())
+                } else if Instant::now() >= deadline {
+                    Some(format!("still booting after {} s", BOOT_TIMEOUT.as_secs()))
+                } else if cpu_time() >= BOOT_CPU_LIMIT {
+                    Some(format!(
+                        "still booting after {} s of CPU time",
+                        BOOT_CPU_LIMIT.as_secs()
+                    ))
+                } else {
+                    None
                 }
             };
+            // The handshake's Hello goes out with the CONNECT line.
+            let hello = our_hello().encode().unwrap_or_default();
+            let conn =
+                match connect_guest_retrying(&shared.socket_dir, PORT_CONTROL, &hello, &give_up) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Nothing will ever run in this VM: end the box.
+                        shared.fail_start(format_args!("the guest did not start: {e}"));
+                        return;
+                    }
+                };
             if wait_for_attach {
                 let (m, cv) = &shared.attached;
                 let g = m.lock().unwrap();
-                let _g = cv.wait_timeout_while(g, BOOT_TIMEOUT, |a| !*a).unwrap();
+                let _g = cv.wait_timeout_while(g, ATTACH_TIMEOUT, |a| !*a).unwrap();
             }
             let start = move || -> Result<(UnixStream, UnixStream), String> {
                 let mut r = conn.try_clone().map_err(|e| e.to_string())?;
@@ -672,6 +724,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
                             &shared.box_dir.join(super::store::STATE_FILE),
                             &running_state,
                         );
+                        signal_ready();
                         if let Some((store, cfg, check)) = health.clone() {
                             let shared = shared.clone();
                             std::thread::spawn(move || {

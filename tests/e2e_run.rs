@@ -289,7 +289,7 @@ fn an_exec_whose_box_is_killed_says_the_box_stopped() {
         Some(0)
     );
     let out = waiter.join().unwrap();
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(137));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("box killed-under-exec stopped while the command ran"),
@@ -360,9 +360,9 @@ fn a_root_that_does_not_exist_fails_with_125() {
 
 #[test]
 #[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
-fn exec_into_a_box_that_is_not_running_fails_with_125() {
+fn exec_into_a_box_that_does_not_exist_fails_with_1() {
     let out = a3s(&["exec", "no-such-box", "true"], None);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such box"));
 }
 

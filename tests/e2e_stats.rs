@@ -236,9 +236,8 @@ fn pause_freezes_the_box_and_unpause_resumes_it() {
             .any(|l| l.starts_with("frozen Up ") && l.ends_with("(Paused)")),
         "{ps}"
     );
-    // (exec's own failures keep exec's code, 125, as its "is not running" does.)
     let refused = a3s(&["exec", "frozen", "/bin/busybox", "true"]);
-    assert_ne!(refused.status.code(), Some(0));
+    assert_eq!(refused.status.code(), Some(1));
     assert!(
         stderr(&refused).contains("cannot exec in a paused box"),
         "{}",

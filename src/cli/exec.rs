@@ -97,7 +97,10 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
                     let how = st
                         .exit_code
                         .map_or(String::new(), |c| format!(" (exit code {c})"));
-                    bail!("box {name} stopped while the command ran{how}");
+                    // Its process went with the box's VM, as by SIGKILL: 137,
+                    // what Docker's exec reports for a container killed under it.
+                    eprintln!("a3s-box: box {name} stopped while the command ran{how}");
+                    return Ok(128 + libc::SIGKILL);
                 }
                 if Instant::now() >= deadline {
                     return Err(e.into());

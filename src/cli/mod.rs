@@ -229,8 +229,12 @@ fn cli_main(args: &[&str]) -> i32 {
     };
     // Docker's commands that manage existing boxes fail with 1; those that
     // make one (run, create), and a3s-box's own failures elsewhere, with 125.
+    // (A command run by `exec` that cannot start is 126 or 127, from the guest.)
     let failure = match cli.command {
-        Command::Start(_)
+        Command::Exec(_)
+        | Command::Attach(_)
+        | Command::Logs(_)
+        | Command::Start(_)
         | Command::Restart(_)
         | Command::Rm(_)
         | Command::Rename(_)

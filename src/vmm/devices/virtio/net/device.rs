@@ -1,0 +1,434 @@
+//! The network device's control plane: identity, features, config space, and
+//! starting and stopping the worker thread that moves frames.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use virtio_queue::Queue;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::event_handler::{
+    self, Backend, DataPath, RX_QUEUE, TOKEN_RX_KICK, TOKEN_STOP, TOKEN_TX_KICK, TX_QUEUE,
+};
+use super::QUEUE_SIZE;
+use crate::vmm::devices::virtio::{
+    read_config_bytes, ActivateError, GuestMemory, Interrupt, VirtioDevice, WarnOnce,
+    VIRTIO_F_VERSION_1,
+};
+
+/// Device ID of the network device (virtio 1.2 §5.1).
+pub const VIRTIO_ID_NET: u32 = 1;
+/// Feature bit: the guest may send frames with a partial checksum.
+pub const VIRTIO_NET_F_CSUM: u32 = 0;
+/// Feature bit: the config space holds the device's MAC address.
+pub const VIRTIO_NET_F_MAC: u32 = 5;
+/// Feature bit: one received frame may span several receive buffers.
+pub const VIRTIO_NET_F_MRG_RXBUF: u32 = 15;
+/// Feature bit: the config space holds the link status.
+pub const VIRTIO_NET_F_STATUS: u32 = 16;
+/// Link status bit in the config space's `status` field.
+pub const VIRTIO_NET_S_LINK_UP: u16 = 1;
+
+/// rx, tx.
+const QUEUE_SIZES: [u16; 2] = [QUEUE_SIZE; 2];
+
+const OFFERED_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1
+    | 1 << VIRTIO_NET_F_MAC
+    | 1 << VIRTIO_NET_F_STATUS
+    | 1 << VIRTIO_NET_F_MRG_RXBUF
+    | 1 << VIRTIO_NET_F_CSUM;
+
+/// What the device shares with its worker thread, across resets.
+#[derive(Debug)]
+pub(super) struct Shared {
+    /// The config space's `status` field.
+    pub(super) status: AtomicU16,
+    /// The backend hung up, failed or broke the protocol; it is not served.
+    pub(super) gone: AtomicBool,
+    /// Complaints about what the guest put in the queues; once only, so a
+    /// looping driver cannot flood the log.
+    pub(super) guest_error: WarnOnce,
+    /// Complaints about the backend or the host.
+    pub(super) host_error: WarnOnce,
+    /// Turns of the worker's loop, to tell waiting from spinning.
+    pub(super) wakeups: AtomicU64,
+}
+
+/// The wake-ups of one worker: queue kicks and the request to stop.
+pub(super) struct Kicks {
+    pub(super) rx: EventFd,
+    pub(super) tx: EventFd,
+    pub(super) stop: EventFd,
+}
+
+struct Active {
+    kicks: Arc<Kicks>,
+    /// Hands the backend (with any half-sent or half-read frame) back on stop.
+    worker: JoinHandle<Backend>,
+}
+
+/// virtio-net in userspace over a length-prefixed stream backend (passt,
+/// QEMU's `-netdev stream`).
+///
+/// Offers VERSION_1, MAC, STATUS, MRG_RXBUF and CSUM. Segmentation offloads
+/// (TSO/UFO) are deliberately not offered: the stream carries whole frames
+/// of at most 65535 + 14 bytes, so the guest must segment itself.
+pub struct Net {
+    mac: [u8; 6],
+    acked_features: u64,
+    shared: Arc<Shared>,
+    /// The backend while no worker holds it; `None` once it was lost.
+    backend: Option<Backend>,
+    active: Option<Active>,
+}
+
+impl Net {
+    /// Creates the device over `backend`, a connected stream socket, with
+    /// the MAC address `mac` for the guest.
+    pub fn new(backend: UnixStream, mac: [u8; 6]) -> Net {
+        Net {
+            mac,
+            acked_features: 0,
+            shared: Arc::new(Shared {
+                status: AtomicU16::new(VIRTIO_NET_S_LINK_UP),
+                gone: AtomicBool::new(false),
+                guest_error: WarnOnce::default(),
+                host_error: WarnOnce::default(),
+                wakeups: AtomicU64::new(0),
+            }),
+            backend: Some(Backend::new(backend)),
+            active: None,
+        }
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The backend hung up, failed, or sent something that is not a frame:
+    /// frames no longer flow, and the link shows as down.
+    pub fn backend_gone(&self) -> bool {
+        self.shared.gone.load(Ordering::SeqCst)
+    }
+
+    /// Turns the worker's loop has taken since the device was created.
+    #[cfg(test)]
+    pub(super) fn worker_wakeups(&self) -> u64 {
+        self.shared.wakeups.load(Ordering::Relaxed)
+    }
+
+    fn acked(&self, bit: u32) -> bool {
+        self.acked_features & (1 << bit) != 0
+    }
+
+    fn start(
+        &mut self,
+        mem: GuestMemory,
+        rx: Queue,
+        tx: Queue,
+        interrupt: Arc<dyn Interrupt>,
+    ) -> io::Result<()> {
+        let Some(backend) = self.backend.take() else {
+            // Lost for good: serve the queues anyway so the guest does not stall.
+            self.shared.gone.store(true, Ordering::SeqCst);
+            let (ours, _) = UnixStream::pair()?;
+            return self.start_with(mem, rx, tx, interrupt, Backend::new(ours));
+        };
+        self.start_with(mem, rx, tx, interrupt, backend)
+    }
+
+    fn start_with(
+        &mut self,
+        mem: GuestMemory,
+        rx: Queue,
+        tx: Queue,
+        interrupt: Arc<dyn Interrupt>,
+        backend: Backend,
+    ) -> io::Result<()> {
+        let started = (|| {
+            backend.stream().set_nonblocking(true)?;
+            let kicks = Arc::new(Kicks {
+                rx: EventFd::new(EFD_NONBLOCK)?,
+                tx: EventFd::new(EFD_NONBLOCK)?,
+                stop: EventFd::new(EFD_NONBLOCK)?,
+            });
+            let epoll = Epoll::new()?;
+            for (fd, token) in [
+                (kicks.rx.as_raw_fd(), TOKEN_RX_KICK),
+                (kicks.tx.as_raw_fd(), TOKEN_TX_KICK),
+                (kicks.stop.as_raw_fd(), TOKEN_STOP),
+            ] {
+                epoll.ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, token),
+                )?;
+            }
+            Ok((kicks, epoll))
+        })();
+        let (kicks, epoll) = match started {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.backend = Some(backend);
+                return Err(e);
+            }
+        };
+        let data_path = DataPath::new(
+            mem,
+            rx,
+            tx,
+            interrupt,
+            backend,
+            self.acked(VIRTIO_NET_F_MRG_RXBUF),
+            self.acked(VIRTIO_NET_F_STATUS),
+            self.shared.clone(),
+        );
+        let worker = {
+            let kicks = kicks.clone();
+            std::thread::Builder::new()
+                .name("virtio-net".into())
+                .spawn(move || event_handler::run_worker(data_path, &kicks, &epoll))?
+        };
+        self.active = Some(Active { kicks, worker });
+        Ok(())
+    }
+
+    /// Stops the worker and takes the backend back from it.
+    fn stop(&mut self) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        if let Err(e) = active.kicks.stop.write(1) {
+            self.shared.host_error.warn(
+                format_args!("virtio-net"),
+                format_args!("could not wake the worker to stop it: {e}"),
+            );
+        }
+        // It only ever waits in epoll, which the write above ends.
+        match active.worker.join() {
+            Ok(backend) => self.backend = Some(backend),
+            Err(_) => {
+                self.shared.gone.store(true, Ordering::SeqCst);
+                self.shared.host_error.warn(
+                    format_args!("virtio-net"),
+                    format_args!("the worker panicked, the backend is lost"),
+                );
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("mac", &self.mac)
+            .field("acked_features", &self.acked_features)
+            .field("backend_gone", &self.backend_gone())
+            .field("active", &self.active.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn device_features(&self) -> u64 {
+        OFFERED_FEATURES
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & OFFERED_FEATURES;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_net_config { u8 mac[6]; le16 status; ... }: the
+        // fields after status belong to features we do not offer.
+        let mut config = [0u8; 8];
+        config[..6].copy_from_slice(&self.mac);
+        let status = self.shared.status.load(Ordering::SeqCst);
+        config[6..].copy_from_slice(&status.to_le_bytes());
+        read_config_bytes(&config, offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // Without VIRTIO_NET_F_CTRL_MAC_ADDR the driver may not change the MAC.
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        queues: Vec<Queue>,
+        interrupt: Arc<dyn Interrupt>,
+    ) -> Result<(), ActivateError> {
+        let got = queues.len();
+        let Ok::<[Queue; 2], _>([rx, tx]) = queues.try_into() else {
+            return Err(ActivateError::QueueCount { want: 2, got });
+        };
+        self.stop();
+        self.start(mem, rx, tx, interrupt)
+            .map_err(ActivateError::Io)
+    }
+
+    fn queue_notify(&mut self, index: u16) {
+        let Some(active) = self.active.as_ref() else {
+            return;
+        };
+        let kick = match index {
+            RX_QUEUE => &active.kicks.rx,
+            TX_QUEUE => &active.kicks.tx,
+            _ => return,
+        };
+        // Fails only if the counter would overflow, when a wake-up is pending anyway.
+        let _ = kick.write(1);
+    }
+
+    fn reset(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_queue::QueueT;
+
+    use super::*;
+    use crate::vmm::devices::virtio::mmio::MmioTransport;
+    use crate::vmm::devices::virtio::net::test_support::*;
+    use crate::vmm::devices::virtio::IrqTrigger;
+
+    fn device() -> (Net, UnixStream) {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        (Net::new(ours, MAC), peer)
+    }
+
+    #[test]
+    fn identifies_as_a_network_device_with_two_queues() {
+        let (net, _peer) = device();
+        assert_eq!(net.device_type(), 1);
+        assert_eq!(net.queue_max_sizes(), [256, 256]);
+        assert_eq!(net.mac(), MAC);
+        assert!(!net.backend_gone());
+    }
+
+    #[test]
+    fn offers_version_1_mac_status_mrg_rxbuf_and_csum_only() {
+        let (net, _peer) = device();
+        assert_eq!(
+            net.device_features(),
+            1 << 32 | 1 << 5 | 1 << 16 | 1 << 15 | 1 << 0
+        );
+        // No GUEST_CSUM (1), no TSO/UFO (7-14), no MQ (22), no EVENT_IDX (29).
+        for bit in [1, 7, 10, 11, 14, 17, 22, 29] {
+            assert_eq!(net.device_features() & 1 << bit, 0, "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn acknowledged_features_are_limited_to_the_offered_ones() {
+        let (mut net, _peer) = device();
+        net.ack_features(u64::MAX);
+        assert_eq!(net.acked_features, OFFERED_FEATURES);
+    }
+
+    #[test]
+    fn config_space_holds_the_mac_and_link_up_status() {
+        let (mut net, _peer) = device();
+        let mut all = [0xff; 8];
+        net.read_config(0, &mut all);
+        assert_eq!(all, [0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 1, 0]);
+        let mut status = [0xff; 2];
+        net.read_config(6, &mut status);
+        assert_eq!(u16::from_le_bytes(status), VIRTIO_NET_S_LINK_UP);
+        let mut past = [0xff; 4];
+        net.read_config(8, &mut past);
+        assert_eq!(past, [0; 4]);
+        net.read_config(u64::MAX, &mut past);
+        assert_eq!(past, [0; 4]);
+        // The driver cannot change the MAC.
+        net.write_config(0, &[9; 6]);
+        net.read_config(0, &mut all);
+        assert_eq!(&all[..6], &MAC);
+    }
+
+    #[test]
+    fn activation_needs_both_queues() {
+        let (mut net, _peer) = device();
+        let mem = memory();
+        for count in [0, 1, 3] {
+            let queues = (0..count).map(|_| Queue::new(16).unwrap()).collect();
+            let err = net
+                .activate(mem.clone(), queues, Arc::new(CountingInterrupt::default()))
+                .unwrap_err();
+            assert!(
+                matches!(err, ActivateError::QueueCount { want: 2, got } if got == count),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn notify_before_activation_does_nothing() {
+        let (mut net, _peer) = device();
+        net.queue_notify(0);
+        net.queue_notify(1);
+        net.queue_notify(7);
+        net.reset();
+        assert!(net.active.is_none());
+        assert!(net.backend.is_some());
+    }
+
+    #[test]
+    fn reset_stops_the_worker_and_a_new_activation_uses_the_same_backend() {
+        let mem = memory();
+        let mut g = Guest::new(&mem, 0);
+        g.send(&PLAIN_HDR, &frame(60), 1);
+        assert_eq!(g.peer_frame(), frame(60));
+
+        g.reactivate(0);
+        g.send(&PLAIN_HDR, &frame(70), 1);
+        assert_eq!(g.peer_frame(), frame(70));
+        assert_eq!(g.tx_used(1), vec![(0, 0)]);
+    }
+
+    struct NoIrq;
+
+    impl IrqTrigger for NoIrq {
+        fn trigger(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_transport_shows_the_device_id_features_and_mac() {
+        let (net, _peer) = device();
+        let mut t = MmioTransport::new(memory(), Box::new(net), Arc::new(NoIrq));
+        let mut read_u32 = |offset: u64| {
+            let mut data = [0u8; 4];
+            t.read(offset, &mut data);
+            u32::from_le_bytes(data)
+        };
+        assert_eq!(read_u32(0x008), 1);
+        // DeviceFeatures with DeviceFeaturesSel 0: MAC, MRG_RXBUF, STATUS, CSUM.
+        assert_eq!(read_u32(0x010), 1 << 5 | 1 << 15 | 1 << 16 | 1);
+        let mut mac = [0u8; 6];
+        t.read(0x100, &mut mac);
+        assert_eq!(mac, MAC);
+    }
+}

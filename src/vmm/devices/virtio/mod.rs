@@ -117,3 +117,38 @@ impl WarnOnce {
         self.warn(who, format_args!("{what}"));
     }
 }
+
+/// Test support shared by the devices' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::Interrupt;
+
+    /// Counts the device's interrupts.
+    #[derive(Default)]
+    pub struct CountingInterrupt {
+        used: AtomicUsize,
+        config: AtomicUsize,
+    }
+
+    impl Interrupt for CountingInterrupt {
+        fn signal_used_queue(&self) {
+            self.used.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn signal_config_change(&self) {
+            self.config.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl CountingInterrupt {
+        pub fn used(&self) -> usize {
+            self.used.load(Ordering::SeqCst)
+        }
+
+        pub fn config(&self) -> usize {
+            self.config.load(Ordering::SeqCst)
+        }
+    }
+}

@@ -90,7 +90,6 @@ pub const TAG_LEN: usize = 36;
 mod test_support {
     use std::ffi::CString;
     use std::path::Path;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -105,7 +104,7 @@ mod test_support {
     use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
     use super::{Fs, FsOptions, QUEUE_SIZE};
-    use crate::vmm::devices::virtio::{GuestMemory, Interrupt, VirtioDevice};
+    use crate::vmm::devices::virtio::{GuestMemory, VirtioDevice};
 
     pub const VRING_DESC_F_NEXT: u16 = 1;
     pub const VRING_DESC_F_WRITE: u16 = 2;
@@ -121,28 +120,7 @@ mod test_support {
     const FUSE_MAJOR: u32 = 7;
     const FUSE_MINOR: u32 = 38;
 
-    /// Counts the device's interrupts.
-    #[derive(Default)]
-    pub struct CountingInterrupt {
-        used: AtomicUsize,
-        config: AtomicUsize,
-    }
-
-    impl Interrupt for CountingInterrupt {
-        fn signal_used_queue(&self) {
-            self.used.fetch_add(1, Ordering::SeqCst);
-        }
-
-        fn signal_config_change(&self) {
-            self.config.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    impl CountingInterrupt {
-        pub fn used(&self) -> usize {
-            self.used.load(Ordering::SeqCst)
-        }
-    }
+    pub use crate::vmm::devices::virtio::test_support::CountingInterrupt;
 
     pub fn memory() -> GuestMemory {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()

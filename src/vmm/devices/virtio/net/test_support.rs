@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::event_handler::NET_HDR_LEN;
 use super::{Net, QUEUE_SIZE};
-use crate::vmm::devices::virtio::{GuestMemory, Interrupt, VirtioDevice};
+use crate::vmm::devices::virtio::{GuestMemory, VirtioDevice};
 
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 pub const VRING_DESC_F_NEXT: u16 = 1;
@@ -30,28 +29,7 @@ const TX_SLOT: u64 = 0x1_1000;
 /// How long a test waits for the worker before it fails.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-/// Counts the device's interrupts.
-#[derive(Default)]
-pub struct CountingInterrupt {
-    used: AtomicUsize,
-    config: AtomicUsize,
-}
-
-impl Interrupt for CountingInterrupt {
-    fn signal_used_queue(&self) {
-        self.used.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn signal_config_change(&self) {
-        self.config.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl CountingInterrupt {
-    pub fn config(&self) -> usize {
-        self.config.load(Ordering::SeqCst)
-    }
-}
+pub use crate::vmm::devices::virtio::test_support::CountingInterrupt;
 
 pub fn memory() -> GuestMemory {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()

@@ -12,7 +12,6 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Driver-side helpers shared by the device's tests.
 #[cfg(test)]
 mod test_support {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     use virtio_queue::desc::split::{Descriptor as SplitDescriptor, VirtqUsedElem};
@@ -21,38 +20,13 @@ mod test_support {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     use super::Rng;
-    use crate::vmm::devices::virtio::{GuestMemory, Interrupt, VirtioDevice};
+    use crate::vmm::devices::virtio::{GuestMemory, VirtioDevice};
 
     pub const VRING_DESC_F_NEXT: u16 = 1;
     pub const VRING_DESC_F_WRITE: u16 = 2;
     pub const MEM_SIZE: usize = 0x4_0000;
 
-    /// Counts the device's interrupts.
-    #[derive(Default)]
-    pub struct CountingInterrupt {
-        used: AtomicUsize,
-        config: AtomicUsize,
-    }
-
-    impl Interrupt for CountingInterrupt {
-        fn signal_used_queue(&self) {
-            self.used.fetch_add(1, Ordering::SeqCst);
-        }
-
-        fn signal_config_change(&self) {
-            self.config.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    impl CountingInterrupt {
-        pub fn used(&self) -> usize {
-            self.used.load(Ordering::SeqCst)
-        }
-
-        pub fn config(&self) -> usize {
-            self.config.load(Ordering::SeqCst)
-        }
-    }
+    pub use crate::vmm::devices::virtio::test_support::CountingInterrupt;
 
     pub fn memory() -> GuestMemory {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()

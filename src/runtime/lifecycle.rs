@@ -91,7 +91,11 @@ pub fn start(store: &Store, id: &str, wait_for_attach: bool) -> Result<bool> {
         // Up; or ended, but only after its main process had started (a box
         // whose command exits at once, or one the restart policy took over).
         Some(true) => {}
-        Some(false) if store.state(id).is_ok_and(|s| s.status != Status::Created) => {}
+        // (A shim that could not start the box records an error instead.)
+        Some(false)
+            if store
+                .state(id)
+                .is_ok_and(|s| s.status != Status::Created && s.error.is_none()) => {}
         Some(false) => {
             let status = child
                 .wait()

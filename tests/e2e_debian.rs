@@ -6,41 +6,19 @@ mod common;
 mod common_debian;
 mod common_registry;
 
-use std::path::PathBuf;
 use std::process::Output;
 use std::sync::OnceLock;
 
-use common_debian::{debian_image_archive, IMAGE};
-use common_registry::{stdout, TempDir};
+use common_debian::{Loaded, IMAGE};
+use common_registry::stdout;
 
-struct Env {
-    home: TempDir,
-    kernel: PathBuf,
-}
-
-/// A state directory on the VM's own /tmp with the archive loaded into it, once
-/// for the whole test binary.
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let kernel = common::guest_kernel();
-        let archive = debian_image_archive();
-        let home = TempDir::new("e2e-debian-home");
-        let out = common::a3s_in(
-            home.path(),
-            &kernel,
-            &["load", "-i", archive.to_str().unwrap()],
-            None,
-        );
-        assert_eq!(out.status.code(), Some(0), "load failed");
-        assert_eq!(stdout(&out), format!("Loaded image: {IMAGE}\n"));
-        Env { home, kernel }
-    })
+fn env() -> &'static Loaded {
+    static ENV: OnceLock<Loaded> = OnceLock::new();
+    ENV.get_or_init(|| Loaded::new("e2e-debian-home"))
 }
 
 fn a3s(args: &[&str]) -> Output {
-    let e = env();
-    common::a3s_in(e.home.path(), &e.kernel, args, None)
+    env().a3s(args)
 }
 
 #[test]
@@ -63,16 +41,8 @@ fn loaded_debian_image_has_its_nginx_on_the_image_path() {
     assert_eq!(out.status.code(), Some(0));
 }
 
-/// `a3s-box args`, which must succeed; returns its stdout.
 fn ok(args: &[&str]) -> String {
-    let out = a3s(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
+    env().ok(args)
 }
 
 /// Polls `curl` inside box `b` until nginx answers on loopback.

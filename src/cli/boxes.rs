@@ -355,14 +355,19 @@ fn ps_item(cfg: &BoxConfig, st: &BoxState, trunc: bool, size: Option<String>) ->
         "Command": command_text(&cfg.argv, trunc),
         "CreatedAt": created_at(cfg.created),
         "RunningFor": format!("{} ago", human_duration(now.saturating_sub(cfg.created))),
-        "Ports": "",
+        // Docker lists published ports only while the box runs.
+        "Ports": if st.status == Status::Running {
+            crate::runtime::ports::ps_ports(&cfg.network.ports)
+        } else {
+            String::new()
+        },
         "State": state_word(st),
         "Status": status_text(st, now),
         "Size": size.unwrap_or_default(),
         "Names": cfg.name,
         "Labels": labels.join(","),
         "Mounts": "",
-        "Networks": "",
+        "Networks": cfg.network.mode.name(),
     })
 }
 
@@ -636,6 +641,11 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
                 "Name": cfg.restart.name(),
                 "MaximumRetryCount": cfg.restart.max_retries(),
             },
+            "NetworkMode": cfg.network.mode.name(),
+            "PortBindings": crate::runtime::ports::inspect_port_bindings(&cfg.network.ports),
+            "Dns": cfg.network.dns,
+            "DnsSearch": cfg.network.dns_search,
+            "ExtraHosts": cfg.network.extra_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>(),
         },
         "GraphDriver": graph,
         "Mounts": [],
@@ -658,8 +668,39 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
                 "Retries": h.retries,
             })),
         },
-        "NetworkSettings": { "Networks": {} },
+        "NetworkSettings": network_settings(&cfg, &st),
     }))
+}
+
+/// Docker's NetworkSettings: the address and ports only while the box runs.
+fn network_settings(cfg: &BoxConfig, st: &BoxState) -> Value {
+    use crate::runtime::network;
+    let running = st.status == Status::Running || st.status == Status::Paused;
+    let addr = network::address(cfg).filter(|_| running);
+    let text = |v: Option<String>| v.unwrap_or_default();
+    let ip = text(addr.map(|a| a.to_string()));
+    let gateway = text(addr.map(|_| network::GATEWAY.to_string()));
+    let prefix = if addr.is_some() { network::PREFIX } else { 0 };
+    let mac = text(addr.map(|_| network::format_mac(network::mac(&cfg.id))));
+    let mut networks = serde_json::Map::new();
+    networks.insert(
+        cfg.network.mode.name().to_string(),
+        json!({
+            "IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac,
+        }),
+    );
+    json!({
+        "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "Gateway": gateway,
+        "MacAddress": mac,
+        "Ports": if running {
+            crate::runtime::ports::inspect_ports(&cfg.network.ports)
+        } else {
+            json!({})
+        },
+        "Networks": networks,
+    })
 }
 
 pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {

@@ -9,8 +9,9 @@ use argh::FromArgs;
 use crate::oci::manifest::ImageConfig;
 use crate::oci::reference::Reference;
 use crate::oci::store::ImageStore;
+use crate::runtime::ports;
 use crate::runtime::record::now;
-use crate::runtime::record::RestartPolicy;
+use crate::runtime::record::{NetworkConfig, NetworkMode, RestartPolicy};
 use crate::runtime::{lifecycle, BoxConfig, Store};
 use crate::vmm::memory::parse_size;
 
@@ -90,6 +91,24 @@ pub struct RunArgs {
     /// host name inside the box
     #[argh(option, short = 'h')]
     hostname: Option<String>,
+    /// network: passt (default: user-mode networking, no root needed) or none
+    #[argh(option, default = "String::from(\"passt\")")]
+    network: String,
+    /// publish a box port on the host: [IP:][HOST:]BOX[/tcp|/udp], ranges too
+    #[argh(option, short = 'p')]
+    publish: Vec<String>,
+    /// publish every port the image EXPOSEs, on ports the host picks
+    #[argh(switch, short = 'P')]
+    publish_all: bool,
+    /// name server for the box (repeatable)
+    #[argh(option)]
+    dns: Vec<String>,
+    /// DNS search domain for the box (repeatable)
+    #[argh(option)]
+    dns_search: Vec<String>,
+    /// extra /etc/hosts entry NAME:IP (IP host-gateway: the host)
+    #[argh(option)]
+    add_host: Vec<String>,
     /// directory to use as the box's root filesystem
     #[argh(option)]
     rootfs: Option<PathBuf>,
@@ -349,6 +368,8 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
     let kernel = crate::paths::kernel(a.kernel.as_deref());
     crate::vmm::boot::x86_64::check_kernel(&kernel)?;
 
+    let network = network_config(a, &defaults)?;
+
     let store = Store::open(&crate::paths::state_dir())?;
     let mut cfg = BoxConfig {
         id: String::new(),
@@ -379,6 +400,7 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
         kernel: kernel.to_string_lossy().into_owned(),
         auto_remove: a.rm,
         created: now(),
+        network,
     };
     store.create(&mut cfg)?;
     if let Err(e) = crate::runtime::logs::save_config(&store.box_dir(&cfg.id), &log) {
@@ -408,6 +430,58 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
     )?;
     crate::runtime::events::emit(store.root(), "create", &cfg, &[]);
     Ok((store, cfg))
+}
+
+/// `--network`, `-p`, `-P`, `--dns`, `--dns-search`, `--add-host`, with the
+/// host ports chosen and checked free.
+fn network_config(a: &RunArgs, image: &ImageConfig) -> anyhow::Result<NetworkConfig> {
+    let mode = match a.network.as_str() {
+        "passt" | "default" => NetworkMode::Passt,
+        "none" => NetworkMode::None,
+        "host" | "bridge" => bail!("network {} is not supported: use passt or none", a.network),
+        other => bail!("network {other} not found"),
+    };
+    let mut ports = Vec::new();
+    for spec in &a.publish {
+        ports.extend(ports::parse_publish(spec).map_err(anyhow::Error::msg)?);
+    }
+    if a.publish_all {
+        let exposed: Vec<String> = image.exposed_ports.keys().cloned().collect();
+        ports.extend(ports::exposed_to_publish(&exposed).map_err(anyhow::Error::msg)?);
+    }
+    if mode == NetworkMode::None && !ports.is_empty() {
+        bail!("conflicting options: port publishing and the container type network mode");
+    }
+    ports::assign_host_ports(&mut ports).context("cannot pick host ports")?;
+    ports::check_free(&ports).map_err(anyhow::Error::msg)?;
+    for d in &a.dns {
+        d.parse::<std::net::IpAddr>()
+            .map_err(|_| anyhow::anyhow!("{d} is not an ip address"))?;
+    }
+    let mut extra_hosts = Vec::new();
+    for h in &a.add_host {
+        let Some((name, ip)) = h
+            .split_once(':')
+            .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+        else {
+            bail!("bad format for add-host: {h:?}");
+        };
+        let ip = if ip == "host-gateway" {
+            crate::runtime::network::GATEWAY.to_string()
+        } else {
+            ip.parse::<std::net::IpAddr>()
+                .map_err(|_| anyhow::anyhow!("invalid IP address in add-host: {ip:?}"))?
+                .to_string()
+        };
+        extra_hosts.push((name.to_string(), ip));
+    }
+    Ok(NetworkConfig {
+        mode,
+        ports,
+        dns: a.dns.clone(),
+        dns_search: a.dns_search.clone(),
+        extra_hosts,
+    })
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {

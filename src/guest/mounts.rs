@@ -146,6 +146,13 @@ pub fn mount_all(sys: &mut impl Sys) -> Vec<MountFailure> {
 pub const LOWER: &str = "/layers/image";
 /// Where init mounts the box's own layer share (`upper/` and `work/`).
 pub const LAYER: &str = "/layers/box";
+/// A layer of init's own between the image and the box's layer, as Docker's
+/// "init" layer: empty files for what is laid over the root at start
+/// (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`), so that they exist
+/// to be mounted over without being written to the box's layer.
+pub const INIT_LAYER: &str = "/layers/init";
+/// The files of [`INIT_LAYER`].
+pub const INIT_FILES: [&str; 3] = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
 
 /// Mounts the box's root at [`NEWROOT`]: the virtio-fs share itself, or an
 /// overlay of an image's tree (read-only) under the box's own layer, so that
@@ -161,9 +168,16 @@ pub fn mount_root(sys: &mut impl Sys, root: &RootSource) -> io::Result<()> {
     }
     mount_one(sys, &virtiofs(lower, LOWER, libc::MS_RDONLY))?;
     mount_one(sys, &virtiofs(upper, LAYER, 0))?;
+    sys.mkdir(INIT_LAYER, 0o755)?;
+    sys.mkdir(&format!("{INIT_LAYER}/etc"), 0o755)?;
+    for f in INIT_FILES {
+        sys.create_file(&format!("{INIT_LAYER}{f}"), 0o644)?;
+    }
     // Inode numbers stay the upper's or the lower's own (xino=off): both
     // layers come over FUSE, whose inode numbers use all 64 bits.
-    let data = format!("lowerdir={LOWER},upperdir={LAYER}/upper,workdir={LAYER}/work,xino=off");
+    let data = format!(
+        "lowerdir={INIT_LAYER}:{LOWER},upperdir={LAYER}/upper,workdir={LAYER}/work,xino=off"
+    );
     mount_one(
         sys,
         &Mount {
@@ -392,7 +406,7 @@ mod tests {
             panic!("{:?}", sys.calls);
         };
         assert!(overlay.data.starts_with(
-            "lowerdir=/layers/image,upperdir=/layers/box/upper,workdir=/layers/box/work"
+            "lowerdir=/layers/init:/layers/image,upperdir=/layers/box/upper,workdir=/layers/box/work"
         ));
     }
 

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use super::spawn::{self, Placement, SpawnFailure, Spec, Stdio};
 use super::supervisor::{Isolation, Supervisor};
 use super::{pty, user, workload, DEFAULT_PATH};
 use crate::proto::{
-    read_message, seal_output_frame, server_handshake, ExecRequest, FrameError, Message,
+    read_message, seal_output_frame, server_handshake, BoxSetup, ExecRequest, FrameError, Message,
     OutputStream, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, PORT_EXEC, PORT_PTY,
 };
 
@@ -596,13 +596,17 @@ pub fn serve_control<C: Connection>(sup: &Arc<Supervisor>, conn: C) {
             }
         };
         match msg {
-            Message::RunMain { hostname, exec } => {
+            Message::RunMain {
+                hostname,
+                exec,
+                setup,
+            } => {
                 if let Err(why) = sup.begin_main() {
                     outbox.error(why);
                     continue;
                 }
                 let closed = closed_rx.take().unwrap_or_else(|| mpsc::channel().1);
-                run_main(sup, &outbox, &exec, hostname, closed, &mut main);
+                run_main(sup, &outbox, &exec, hostname, &setup, closed, &mut main);
             }
             Message::Status => {
                 outbox.send(&Message::StatusReply(sup.status()));
@@ -657,11 +661,20 @@ fn run_main(
     outbox: &Outbox,
     exec: &ExecRequest,
     hostname: String,
+    setup: &BoxSetup,
     closed: Receiver<()>,
     main: &mut Option<Arc<Input>>,
 ) {
     let kind = Kind::Main { hostname };
-    match start(sup, exec, kind, &Io::Frames(outbox.clone())) {
+    let prepared = match sup.isolation() {
+        Isolation::Namespaces { root } => super::net::apply(setup, Path::new(root)),
+        Isolation::Off { .. } if *setup == BoxSetup::default() => Ok(()),
+        Isolation::Off { .. } => Err("this guest has no box root to set up".into()),
+    };
+    let started = prepared
+        .map_err(SpawnFailure::runtime)
+        .and_then(|()| start(sup, exec, kind, &Io::Frames(outbox.clone())));
+    match started {
         Ok(process) => {
             *main = Some(Arc::clone(&process.input));
             let outbox = outbox.clone();
@@ -1144,6 +1157,7 @@ mod tests {
             &Message::RunMain {
                 hostname: "box".into(),
                 exec: req,
+                setup: BoxSetup::default(),
             },
         )
         .unwrap();
@@ -1187,6 +1201,7 @@ mod tests {
         let run = Message::RunMain {
             hostname: String::new(),
             exec: exec(&["sleep", "100"]),
+            setup: BoxSetup::default(),
         };
         write_message(&mut host, &run).unwrap();
         assert!(matches!(
@@ -1216,6 +1231,7 @@ mod tests {
             &Message::RunMain {
                 hostname: String::new(),
                 exec: exec(&["no-such-command-a3s"]),
+                setup: BoxSetup::default(),
             },
         )
         .unwrap();
@@ -1339,6 +1355,7 @@ mod tests {
             &Message::RunMain {
                 hostname: "box1".into(),
                 exec: req,
+                setup: BoxSetup::default(),
             },
         )
         .unwrap();

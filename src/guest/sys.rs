@@ -52,6 +52,8 @@ pub trait Sys {
     fn open_console_as(&mut self, fd: RawFd) -> io::Result<()>;
     /// Creates one directory (not its parents).
     fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()>;
+    /// Creates an empty regular file (none may exist there).
+    fn create_file(&mut self, path: &str, mode: u32) -> io::Result<()>;
     /// Mounts a filesystem.
     fn mount(&mut self, mount: &Mount<'_>) -> io::Result<()>;
     /// Creates the symbolic link `link` pointing at `target`.
@@ -291,6 +293,16 @@ impl Sys for LinuxSys {
     fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new().mode(mode).create(path)
+    }
+
+    fn create_file(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .map(drop)
     }
 
     fn mount(&mut self, m: &Mount<'_>) -> io::Result<()> {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 pub enum Call {
     OpenConsole(RawFd),
     Mkdir(String, u32),
+    CreateFile(String, u32),
     /// Recorded only when the mount succeeds.
     Mount(Mount<'static>),
     Symlink(String, String),
@@ -212,6 +213,11 @@ impl Sys for RecordingSys {
     fn open_console_as(&mut self, fd: RawFd) -> io::Result<()> {
         self.calls.push(Call::OpenConsole(fd));
         self.closed_fds.retain(|&f| f != fd);
+        Ok(())
+    }
+
+    fn create_file(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        self.calls.push(Call::CreateFile(path.into(), mode));
         Ok(())
     }
 

@@ -256,6 +256,13 @@ pub struct ImageConfig {
     /// The image's HEALTHCHECK, as Docker stores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<ImageHealthcheck>,
+    /// EXPOSE: `80/tcp` → `{}`, as Docker stores it.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
 }
 
 /// `Healthcheck` of an image config: `Test` is `["NONE"]`, `["CMD", args…]` or

@@ -57,7 +57,7 @@
 //! | 0x16 | `Resize` | host | rows u16, cols u16 (terminal sessions only) |
 //! | 0x17 | `Signal` | host | signo i32, to the session's process |
 //! | 0x18 | `Exit` | guest | code i32: exit code, 128 + signo when killed, 125 the runtime failed, 126 cannot invoke, 127 not found |
-//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request* |
+//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request*, then *box setup*: net bool, and when true interface str, address u32, prefix u16, gateway u32 (IPv4, big-endian value); then files list\<path str, content str\> |
 //! | 0x21 | `Status` | host, control | — |
 //! | 0x22 | `StatusReply` | guest | main_pid i32 (0: not started), running bool, exit_code opt\<i32\> |
 //! | 0x23 | `SignalMain` | host, control | signo i32, to the main process |
@@ -167,6 +167,16 @@ pub enum FrameError {
         /// How many bytes were left.
         extra: usize,
     },
+    /// A number is out of its field's range.
+    #[error("the {field} field of the {message} message is out of range: {value}")]
+    OutOfRange {
+        /// Name of the message.
+        message: &'static str,
+        /// Name of the field.
+        field: &'static str,
+        /// The value read.
+        value: u64,
+    },
     /// A string field is not UTF-8.
     #[error("the {field} field of the {message} message is not valid UTF-8")]
     BadUtf8 {
@@ -224,6 +234,26 @@ impl From<io::Error> for FrameError {
             FrameError::Io(e)
         }
     }
+}
+
+/// What the guest sets up in a box before its main process starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoxSetup {
+    /// The box's network interface, when it has one.
+    pub net: Option<NetSetup>,
+    /// Files laid over paths of the box's root while it runs, as Docker
+    /// bind-mounts `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`: not
+    /// written to the box's layer. (path, content).
+    pub files: Vec<(String, String)>,
+}
+
+/// An interface's static IPv4 configuration, with the default route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSetup {
+    pub interface: String,
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
 }
 
 /// What to run, as in Docker's `exec` (see the module table for the encoding).
@@ -382,6 +412,8 @@ pub enum Message {
         hostname: String,
         /// What to run.
         exec: ExecRequest,
+        /// What the guest sets up before it starts the process.
+        setup: BoxSetup,
     },
     /// Ask for the main process's state.
     Status,
@@ -582,9 +614,14 @@ impl Message {
             }
             Message::Signal(s) | Message::SignalMain(s) => out.i32(*s),
             Message::Exit { code } => out.i32(*code),
-            Message::RunMain { hostname, exec } => {
+            Message::RunMain {
+                hostname,
+                exec,
+                setup,
+            } => {
                 out.str(hostname)?;
                 out.exec(exec)?;
+                out.setup(setup)?;
             }
             Message::StatusReply(s) => {
                 out.i32(s.main_pid);
@@ -636,6 +673,7 @@ impl Message {
             tag::RUN_MAIN => Message::RunMain {
                 hostname: r.str("hostname")?,
                 exec: r.exec()?,
+                setup: r.setup()?,
             },
             tag::STATUS => Message::Status,
             tag::STATUS_REPLY => Message::StatusReply(MainStatus {
@@ -980,6 +1018,25 @@ impl Writer {
         Ok(())
     }
 
+    fn setup(&mut self, setup: &BoxSetup) -> Result<(), FrameError> {
+        match &setup.net {
+            None => self.bool(false),
+            Some(n) => {
+                self.bool(true);
+                self.str(&n.interface)?;
+                self.u32(u32::from(n.address));
+                self.u16(u16::from(n.prefix));
+                self.u32(u32::from(n.gateway));
+            }
+        }
+        self.count(setup.files.len())?;
+        for (path, content) in &setup.files {
+            self.str(path)?;
+            self.str(content)?;
+        }
+        Ok(())
+    }
+
     fn stats(&mut self, st: &BoxStats) {
         for v in [
             st.time_usec,
@@ -1097,6 +1154,38 @@ impl Reader<'_> {
         std::mem::take(&mut self.rest).to_vec()
     }
 
+    fn setup(&mut self) -> Result<BoxSetup, FrameError> {
+        let net = if self.bool("net")? {
+            let interface = self.str("interface")?;
+            let address = std::net::Ipv4Addr::from(self.u32("address")?);
+            let raw = self.u16("prefix")?;
+            let gateway = std::net::Ipv4Addr::from(self.u32("gateway")?);
+            let prefix =
+                u8::try_from(raw)
+                    .ok()
+                    .filter(|p| *p <= 32)
+                    .ok_or(FrameError::OutOfRange {
+                        message: self.message,
+                        field: "prefix",
+                        value: u64::from(raw),
+                    })?;
+            Some(NetSetup {
+                interface,
+                address,
+                prefix,
+                gateway,
+            })
+        } else {
+            None
+        };
+        let n = self.count("files", 8)?;
+        let mut files = Vec::new();
+        for _ in 0..n {
+            files.push((self.str("path")?, self.str("content")?));
+        }
+        Ok(BoxSetup { net, files })
+    }
+
     fn exec(&mut self) -> Result<ExecRequest, FrameError> {
         let argc = self.count("argv", 4)?;
         let mut argv = Vec::new();
@@ -1212,6 +1301,20 @@ mod tests {
             Message::RunMain {
                 hostname: "web-1".into(),
                 exec: sample_exec(),
+                setup: BoxSetup::default(),
+            },
+            Message::RunMain {
+                hostname: "web-2".into(),
+                exec: sample_exec(),
+                setup: BoxSetup {
+                    net: Some(NetSetup {
+                        interface: "eth0".into(),
+                        address: [10, 0, 2, 100].into(),
+                        prefix: 24,
+                        gateway: [10, 0, 2, 2].into(),
+                    }),
+                    files: vec![("/etc/hosts".into(), "127.0.0.1\tlocalhost\n".into())],
+                },
             },
             Message::Status,
             Message::StatusReply(MainStatus {

@@ -46,6 +46,47 @@ pub struct BoxConfig {
     pub auto_remove: bool,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// How the box reaches the network. Records from before boxes had one
+    /// read as `none`.
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+/// `--network`, `-p`, `--dns`, `--dns-search`, `--add-host`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub mode: NetworkMode,
+    /// Published ports, one entry a port, host ports already chosen.
+    #[serde(default)]
+    pub ports: Vec<super::ports::PortMapping>,
+    /// Name servers the box uses instead of the network's own.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--add-host` entries: (name, address).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+}
+
+/// Which network a box is on.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Only loopback.
+    #[default]
+    None,
+    /// User-mode networking through a passt process of the box's own.
+    Passt,
+}
+
+impl NetworkMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Passt => "passt",
+        }
+    }
 }
 
 /// A health check: `argv` runs in the box every `interval_ms`; it fails when

@@ -17,13 +17,15 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::logs::LogWriter;
-use super::record::now;
+use super::network;
+use super::record::{now, NetworkMode};
 use super::{BoxConfig, BoxState, Status, Store};
 use crate::proto::{
     self, expect_hello, our_hello, read_message, write_message, ExecRequest, Message, RootSource,
     PORT_CONTROL,
 };
 use crate::vmm::devices::virtio::fs::{CachePolicy, Fs, FsOptions};
+use crate::vmm::devices::virtio::net::Net;
 use crate::vmm::devices::virtio::vsock::Vsock;
 use crate::vmm::devices::virtio::VirtioDevice;
 use crate::vmm::vm::{self, VmConfig, VmExit};
@@ -473,6 +475,25 @@ fn restart_delay(ran: Duration, last_ms: u64) -> Duration {
     (Duration::from_millis(last_ms) * 2).clamp(RESTART_DELAY_MIN, RESTART_DELAY_MAX)
 }
 
+/// Ends the box's passt and waits until it is gone, so that the next VM's
+/// passt can bind the same ports.
+fn end_passt() {
+    use std::sync::atomic::Ordering;
+    let pid = PASST_PID.swap(0, Ordering::SeqCst);
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: kill takes plain integers; the pid is our own child's, which
+    // its watcher reaps (so the pid is not reused while we wait).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // SAFETY: as above; signal 0 only asks whether the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Starts the box again in a fresh VM: this process execs itself, which ends
 /// the old VM with every thread and mapping of it, and keeps the pid that the
 /// box's record names. Returns only on failure.
@@ -489,6 +510,34 @@ fn restart_self(id: &str, delay: Duration) -> std::io::Error {
         .arg("--restart-delay-ms")
         .arg(delay.as_millis().to_string())
         .exec()
+}
+
+/// The pid of this box's passt while it runs (0: none).
+static PASST_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Waits for the box's passt; when it ends while the box runs, the box's
+/// state says so (`inspect` shows it as State.Error).
+fn watch_passt(store: Store, id: String, shared: Arc<Shared>, mut child: std::process::Child) {
+    use std::sync::atomic::Ordering;
+    PASST_PID.store(child.id(), Ordering::SeqCst);
+    std::thread::spawn(move || {
+        let status = child.wait();
+        if PASST_PID.swap(0, Ordering::SeqCst) == 0 || shared.ended() {
+            return;
+        }
+        let why = match status {
+            Ok(s) => format!("the box's network ended: passt {s}"),
+            Err(e) => format!("the box's network ended: passt: {e}"),
+        };
+        eprintln!("a3s-box-shim: {why}");
+        let _lock = store.lock();
+        if let Ok(mut st) = store.state(&id) {
+            if st.pid == Some(std::process::id()) {
+                st.error = Some(why);
+                let _ = store.write_state(&id, &st);
+            }
+        }
+    });
 }
 
 /// Runs box `id` until it ends; returns the shim's exit code (0: the box ran and its
@@ -551,6 +600,18 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
         ),
     };
     let mut devices: Vec<Box<dyn VirtioDevice>> = vec![Box::new(vsock)];
+    // passt ends by itself once the VM's end of its socket closes: when this
+    // shim ends, however it ends.
+    let mut passt = None;
+    if cfg.network.mode == NetworkMode::Passt {
+        match network::start_passt(&cfg, &dir) {
+            Ok(p) => {
+                devices.push(Box::new(Net::new(p.stream, network::mac(&cfg.id))));
+                passt = Some(p.child);
+            }
+            Err(e) => return fail(format!("cannot set up the box's network: {e}")),
+        }
+    }
     for (tag, dir, opts) in shares {
         match Fs::new(tag, Path::new(dir), opts) {
             Ok(f) => devices.push(Box::new(f)),
@@ -600,6 +661,10 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
         waiting_to_restart: std::sync::atomic::AtomicBool::new(false),
     });
 
+    if let Some(child) = passt {
+        watch_passt(store.clone(), id.to_string(), shared.clone(), child);
+    }
+
     // The box is "created" with a live shim until its main process has started.
     // Under the store's lock: `start` writes this shim's pid under it first.
     let st = {
@@ -642,6 +707,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
     {
         let shared = shared.clone();
         let req = exec_request(&cfg);
+        let setup = network::box_setup(&cfg);
         let hostname = cfg.hostname.clone();
         let mut running_state = st.clone();
         let health = cfg
@@ -691,6 +757,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
                 let run = Message::RunMain {
                     hostname,
                     exec: req,
+                    setup,
                 };
                 write_message(&mut w, &run).map_err(|e| e.to_string())?;
                 Ok((r, w))
@@ -810,6 +877,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
             st.restart_count += 1;
             let _ = store.write_state(id, &st);
             super::events::emit(store.root(), "restart", &cfg, &[]);
+            end_passt();
             let err = restart_self(id, delay);
             eprintln!("a3s-box-shim: cannot restart the box: {err}");
         }

@@ -382,6 +382,7 @@ mod tests {
             kernel: "/vmlinux".into(),
             auto_remove: false,
             created: 0,
+            network: Default::default(),
         }
     }
 

@@ -29,3 +29,48 @@ pub fn debian_image_archive() -> PathBuf {
     );
     path
 }
+
+/// A state directory on the VM's own /tmp with the image's archive loaded
+/// into it, and the guest kernel: what a suite of Debian boxes runs against.
+pub struct Loaded {
+    pub home: crate::common_registry::TempDir,
+    pub kernel: PathBuf,
+}
+
+impl Loaded {
+    /// Loads the archive into a new state directory named after `tag`.
+    pub fn new(tag: &str) -> Loaded {
+        let kernel = crate::common::guest_kernel();
+        let archive = debian_image_archive();
+        let home = crate::common_registry::TempDir::new(tag);
+        let out = crate::common::a3s_in(
+            home.path(),
+            &kernel,
+            &["load", "-i", archive.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(0), "load failed");
+        assert_eq!(
+            crate::common_registry::stdout(&out),
+            format!("Loaded image: {IMAGE}\n")
+        );
+        Loaded { home, kernel }
+    }
+
+    /// `a3s-box args` against this state directory.
+    pub fn a3s(&self, args: &[&str]) -> std::process::Output {
+        crate::common::a3s_in(self.home.path(), &self.kernel, args, None)
+    }
+
+    /// `a3s-box args`, which must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.a3s(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            crate::common_registry::stderr(&out)
+        );
+        crate::common_registry::stdout(&out)
+    }
+}

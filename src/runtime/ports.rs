@@ -1,8 +1,12 @@
 //! Published ports: Docker's `-p`/`-P` as a box's record keeps them, as passt
 //! is told them, and as `ps` and `inspect` show them.
+//!
+//! Parsing follows docker/go-connections `nat.ParsePortSpec` (its order of
+//! checks, so the same bad input gets the same message); the PORTS column
+//! follows docker/cli `DisplayablePorts`.
 
-use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
 use serde::{Deserialize, Serialize};
 
@@ -33,269 +37,305 @@ pub struct PortMapping {
     pub proto: Proto,
 }
 
-/// A port specification Docker would refuse, or a port that cannot be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PortError(String);
-
-fn err<T>(msg: String) -> Result<T, PortError> {
-    Err(PortError(msg))
+pub enum PortError {
+    /// A `-p` value Docker refuses too, in Docker's words.
+    #[error("{0}")]
+    Invalid(String),
+    /// Docker would publish the box port on any one port of the host range.
+    #[error(
+        "host port range {host} for the single box port {boxp} is not supported: \
+         give one host port, or a box port range of the same length"
+    )]
+    HostRangeToOnePort { host: String, boxp: String },
+    #[error("proto sctp is not supported: publish tcp or udp")]
+    Sctp,
+    #[error("Bind for {0} failed: port is already allocated")]
+    Allocated(SocketAddr),
+    #[error(
+        "cannot bind {0}: host ports below 1024 need privileges; \
+         publish on a higher host port (-p 8080:80)"
+    )]
+    Privileged(SocketAddr),
+    /// `reason` is inline, not a source: callers show this error's message alone.
+    #[error("cannot bind {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
 }
 
-/// `N` or `N-M`, as a range of ports; `what` names the side for errors.
-fn port_range(s: &str, what: &str) -> Result<(u16, u16), PortError> {
-    let bad = || PortError(format!("invalid {what}: {s}"));
-    let one = |p: &str| -> Result<u16, PortError> {
-        match p.parse::<u32>() {
-            Ok(n) if n <= u32::from(u16::MAX) => Ok(n as u16),
-            _ => Err(bad()),
-        }
+fn invalid<T>(msg: String) -> Result<T, PortError> {
+    Err(PortError::Invalid(msg))
+}
+
+/// A port number as Go's `strconv.ParseUint(s, 10, 16)` reads it (no sign).
+fn port_number(s: &str) -> Option<u16> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `N` or `N-M` (M not below N) as its first and last port.
+fn port_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (port_number(a)?, port_number(b)?),
+        None => (port_number(s)?, port_number(s)?),
     };
-    match s.split_once('-') {
-        Some((a, b)) => {
-            let (a, b) = (one(a)?, one(b)?);
-            if b < a {
-                return err(format!("invalid range specified for {what}: {s}"));
-            }
-            Ok((a, b))
-        }
-        None => Ok((one(s)?, one(s)?)),
+    (a <= b).then_some((a, b))
+}
+
+/// `[IP:][HOST:]BOX` at its last two colons, so an IPv6 address may go
+/// without brackets (`::1:8080:80`), as Docker's `splitParts`.
+fn split_parts(spec: &str) -> (&str, &str, &str) {
+    let mut parts = spec.rsplitn(3, ':');
+    let boxp = parts.next().unwrap_or_default();
+    let host = parts.next().unwrap_or_default();
+    let ip = parts.next().unwrap_or_default();
+    (ip, host, boxp)
+}
+
+fn host_ip(text: &str) -> Result<Option<IpAddr>, PortError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bare = match text.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']'),
+        None => Some(text),
+    };
+    match bare.map(str::parse::<IpAddr>) {
+        Some(Ok(ip)) => Ok(Some(ip)),
+        _ => invalid(format!("invalid IP address: {text}")),
     }
 }
 
-/// Splits `[IP:][HOST:]BOX` at its last colons; an IPv6 address is in brackets.
-fn split_spec(spec: &str) -> Result<(Option<&str>, Option<&str>, &str), PortError> {
-    let (ip, rest) = if let Some(r) = spec.strip_prefix('[') {
-        match r.split_once("]:") {
-            Some((ip, rest)) => (Some(ip), rest),
-            None => return err(format!("invalid IP address: {spec}")),
-        }
-    } else {
-        (None, spec)
-    };
-    let parts: Vec<&str> = rest.split(':').collect();
-    Ok(match (ip, parts.as_slice()) {
-        (None, [b]) => (None, None, b),
-        (None, [h, b]) => (None, Some(h), b),
-        (None, [ip, h, b]) => (Some(ip), Some(h), b),
-        (Some(ip), [h, b]) => (Some(ip), Some(h), b),
-        _ => return err(format!("invalid port format: {spec}")),
-    })
-}
-
-/// One `-p` value: `80`, `8080:80`, `127.0.0.1:8080:80`, `127.0.0.1::80`,
-/// `[::1]:8080:80`, `8080-8081:80-81`, each with an optional `/tcp` or `/udp`.
-/// Host port 0: the host picks one.
+/// One `-p` value: `80`, `80-81`, `8080:80`, `127.0.0.1:8080:80`,
+/// `127.0.0.1::80`, `[::1]:8080:80`, `8080-8081:80-81`, each with an optional
+/// `/tcp` or `/udp`. Host port 0 (or none given): the host picks one.
 pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, PortError> {
-    let (addr, proto) = match spec.rsplit_once('/') {
-        Some((a, "tcp")) => (a, Proto::Tcp),
-        Some((a, "udp")) => (a, Proto::Udp),
-        Some((_, p)) => return err(format!("invalid proto: {p}")),
-        None => (spec, Proto::Tcp),
-    };
-    let (ip, host, boxp) = split_spec(addr)?;
-    let host_ip = match ip.filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(
-            s.parse::<IpAddr>()
-                .map_err(|_| PortError(format!("invalid IP address: {s}")))?,
-        ),
-    };
+    let (ip, host, boxp) = split_parts(spec);
+    let (boxp, proto) = boxp.split_once('/').unwrap_or((boxp, ""));
     if boxp.is_empty() {
-        return err(format!("no port specified: {spec}<empty>"));
+        return invalid(format!("no port specified: {spec}<empty>"));
     }
-    let (b0, b1) = port_range(boxp, "containerPort")?;
-    let hosts = match host.filter(|h| !h.is_empty()) {
-        None => None,
-        Some(h) => Some(port_range(h, "hostPort")?),
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "" | "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        "sctp" => return Err(PortError::Sctp),
+        other => return invalid(format!("invalid proto: {other}")),
     };
-    if b0 == 0 {
-        return err(format!("invalid containerPort: {boxp}"));
-    }
-    let count = b1 - b0;
-    if let Some((h0, h1)) = hosts {
-        if h1 - h0 != count {
-            return err(format!(
-                "invalid ranges specified for container and host Ports: {boxp} and {}",
-                host.unwrap_or_default()
+    let host_ip = host_ip(ip)?;
+    // Docker takes box port 0; nothing in a box can listen on it.
+    let Some((b0, b1)) = port_range(boxp).filter(|&(b0, _)| b0 != 0) else {
+        return invalid(format!("invalid containerPort: {boxp}"));
+    };
+    let hosts = if host.is_empty() {
+        None
+    } else {
+        let Some((h0, h1)) = port_range(host) else {
+            return invalid(format!("invalid hostPort: {host}"));
+        };
+        if h1 - h0 != b1 - b0 {
+            if b0 == b1 {
+                return Err(PortError::HostRangeToOnePort {
+                    host: host.into(),
+                    boxp: boxp.into(),
+                });
+            }
+            return invalid(format!(
+                "invalid ranges specified for container and host Ports: {boxp} and {host}"
             ));
         }
-        if h0 == 0 && count > 0 {
-            return err(format!("invalid hostPort: {}", host.unwrap_or_default()));
+        // 0 means "pick one" only for a single port; `0-1` would bind port 1.
+        if h0 == 0 && h1 != 0 {
+            return invalid(format!("invalid hostPort: {host}"));
         }
-    }
-    Ok((0..=count)
-        .map(|i| PortMapping {
+        Some(h0)
+    };
+    Ok((b0..=b1)
+        .map(|b| PortMapping {
             host_ip,
-            host_port: hosts.map_or(0, |(h0, _)| if h0 == 0 { 0 } else { h0 + i }),
-            box_port: b0 + i,
+            host_port: hosts.map_or(0, |h0| if h0 == 0 { 0 } else { h0 + (b - b0) }),
+            box_port: b,
             proto,
         })
         .collect())
 }
 
-/// `-P`: each of the image's EXPOSEd ports (`80/tcp`, `53/udp`, `8080`) on a
+/// `-P`: each of the image's `ExposedPorts` keys (`80/tcp`, `53/udp`) on a
 /// port the host picks.
 pub fn exposed_to_publish(exposed: &[String]) -> Result<Vec<PortMapping>, PortError> {
     let mut out = Vec::new();
     for e in exposed {
         if e.contains(':') {
-            return err(format!("invalid exposed port: {e}"));
+            return invalid(format!("invalid exposed port: {e}"));
         }
         out.extend(parse_publish(e)?);
     }
     Ok(out)
 }
 
-fn unspecified(ip: Option<IpAddr>) -> IpAddr {
-    ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+fn bind_addr(m: &PortMapping, port: u16) -> SocketAddr {
+    SocketAddr::new(m.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port)
 }
 
-/// Binds what a mapping would bind, and drops it.
-fn try_bind(ip: IpAddr, port: u16, proto: Proto) -> std::io::Result<u16> {
-    Ok(match proto {
-        Proto::Tcp => std::net::TcpListener::bind((ip, port))?
-            .local_addr()?
-            .port(),
-        Proto::Udp => std::net::UdpSocket::bind((ip, port))?.local_addr()?.port(),
-    })
+/// A socket bound as the box's passt will bind it; kept open to hold the port.
+enum Held {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
 }
 
-/// Gives each mapping with host port 0 a free port, as Docker picks one from
-/// the kernel's ephemeral range.
-pub fn assign_host_ports(maps: &mut [PortMapping]) -> std::io::Result<()> {
+impl Held {
+    fn bind(addr: SocketAddr, proto: Proto) -> io::Result<Held> {
+        Ok(match proto {
+            Proto::Tcp => Held::Tcp(TcpListener::bind(addr)?),
+            Proto::Udp => Held::Udp(UdpSocket::bind(addr)?),
+        })
+    }
+
+    fn port(&self) -> io::Result<u16> {
+        match self {
+            Held::Tcp(s) => s.local_addr(),
+            Held::Udp(s) => s.local_addr(),
+        }
+        .map(|a| a.port())
+    }
+}
+
+/// Gives each mapping with host port 0 a port from the kernel's ephemeral
+/// range, as Docker does. All are held until the last is picked, so no two
+/// mappings get the same port.
+pub fn assign_host_ports(maps: &mut [PortMapping]) -> io::Result<()> {
+    let mut held = Vec::new();
     for m in maps.iter_mut().filter(|m| m.host_port == 0) {
-        m.host_port = try_bind(unspecified(m.host_ip), 0, m.proto)?;
+        let sock = Held::bind(bind_addr(m, 0), m.proto)?;
+        m.host_port = sock.port()?;
+        held.push(sock);
     }
     Ok(())
 }
 
-/// Every host port can be bound now (a box's passt binds them at start).
+fn bind_error(addr: SocketAddr, e: &io::Error) -> PortError {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => PortError::Allocated(addr),
+        io::ErrorKind::PermissionDenied if addr.port() < 1024 => PortError::Privileged(addr),
+        io::ErrorKind::AddrNotAvailable => PortError::Bind {
+            addr,
+            reason: "the address is not one of this host's".into(),
+        },
+        _ => PortError::Bind {
+            addr,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Every host port can be bound now (the box's passt binds them as it
+/// starts). All are held until the last is checked, so a port given twice,
+/// or on one address and on all of them, is refused like a taken one.
 pub fn check_free(maps: &[PortMapping]) -> Result<(), PortError> {
-    for (i, m) in maps.iter().enumerate() {
-        let ip = unspecified(m.host_ip);
-        let twice = maps[..i]
-            .iter()
-            .any(|o| o.host_port == m.host_port && o.proto == m.proto);
-        match try_bind(ip, m.host_port, m.proto) {
-            Ok(_) if !twice => {}
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return err(format!(
-                    "cannot bind {}:{}: permission denied (ports below 1024 need privileges)",
-                    host_ip_text(m.host_ip),
-                    m.host_port
-                ))
-            }
-            _ => {
-                return err(format!(
-                    "Bind for {}:{} failed: port is already allocated",
-                    host_ip_text(m.host_ip),
-                    m.host_port
-                ))
-            }
-        }
+    let mut held = Vec::new();
+    for m in maps {
+        let addr = bind_addr(m, m.host_port);
+        held.push(Held::bind(addr, m.proto).map_err(|e| bind_error(addr, &e))?);
     }
     Ok(())
 }
 
-fn host_ip_text(ip: Option<IpAddr>) -> String {
-    match unspecified(ip) {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        v4 => v4.to_string(),
-    }
-}
-
-/// passt's `-t`/`-u` options: `HOST:BOX`, or `ADDR/HOST:BOX` when bound to
-/// one address.
+/// passt's `-t`/`-u` options, one a mapping: `HOST:BOX`, or `ADDR/HOST:BOX`
+/// when bound to one address (passt takes IPv6 addresses without brackets).
 pub fn passt_args(maps: &[PortMapping]) -> Vec<String> {
-    let mut args = Vec::new();
-    for m in maps {
-        args.push(match m.proto {
-            Proto::Tcp => "-t".to_string(),
-            Proto::Udp => "-u".to_string(),
-        });
-        args.push(match m.host_ip {
-            Some(ip) => format!("{ip}/{}:{}", m.host_port, m.box_port),
-            None => format!("{}:{}", m.host_port, m.box_port),
-        });
-    }
-    args
+    maps.iter()
+        .flat_map(|m| {
+            let flag = match m.proto {
+                Proto::Tcp => "-t",
+                Proto::Udp => "-u",
+            };
+            let spec = match m.host_ip {
+                Some(ip) => format!("{ip}/{}:{}", m.host_port, m.box_port),
+                None => format!("{}:{}", m.host_port, m.box_port),
+            };
+            [flag.to_string(), spec]
+        })
+        .collect()
 }
 
-/// `docker ps`'s PORTS: `0.0.0.0:8080->80/tcp`, consecutive ports of one
-/// address and protocol folded into a range, sorted by box port and protocol.
+/// `host:port` as Go's `net.JoinHostPort`, where `port` may be a range.
+fn join_host_port(ip: IpAddr, port: &str) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// `docker ps`'s PORTS, as docker/cli's `DisplayablePorts` builds it: sorted
+/// by box port, host address, host port and protocol; ports published on the
+/// same host port fold into ranges per address and protocol
+/// (`0.0.0.0:80-81->80-81/tcp`) and come first; the others follow one by one
+/// (`0.0.0.0:8080->80/tcp`). A mapping without an address shows as 0.0.0.0.
 pub fn ps_ports(maps: &[PortMapping]) -> String {
-    let mut sorted: Vec<&PortMapping> = maps.iter().collect();
-    sorted.sort_by_key(|m| (m.proto, m.host_ip, m.box_port, m.host_port));
-    let mut runs: Vec<(&PortMapping, u16)> = Vec::new();
-    for m in sorted {
-        if let Some((first, n)) = runs.last_mut() {
-            let next = u32::from(*n) + 1;
-            if first.proto == m.proto
-                && first.host_ip == m.host_ip
-                && u32::from(first.box_port) + next == u32::from(m.box_port)
-                && u32::from(first.host_port) + next == u32::from(m.host_port)
-            {
-                *n += 1;
-                continue;
+    let mut sorted: Vec<(IpAddr, &PortMapping)> =
+        maps.iter().map(|m| (bind_addr(m, 0).ip(), m)).collect();
+    sorted.sort_by_key(|&(ip, m)| (m.box_port, ip, m.host_port, m.proto));
+
+    let form = |(ip, proto): (IpAddr, Proto), first: u16, last: u16| {
+        let ports = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        };
+        format!("{}->{ports}/{}", join_host_port(ip, &ports), proto.name())
+    };
+    // Groups in the order they were started, as Docker's `groupMapKeys`.
+    let mut groups: Vec<((IpAddr, Proto), u16, u16)> = Vec::new();
+    let mut done = Vec::new();
+    let mut others = Vec::new();
+    for (ip, m) in sorted {
+        let (key, port) = ((ip, m.proto), m.box_port);
+        if m.host_port != port {
+            let host = join_host_port(ip, &m.host_port.to_string());
+            others.push(format!("{host}->{port}/{}", m.proto.name()));
+            continue;
+        }
+        match groups.iter_mut().find(|g| g.0 == key) {
+            None => groups.push((key, port, port)),
+            Some(g) if u32::from(g.2) + 1 == u32::from(port) => g.2 = port,
+            Some(g) => {
+                done.push(form(g.0, g.1, g.2));
+                (g.1, g.2) = (port, port);
             }
         }
-        runs.push((m, 0));
     }
-    runs.sort_by_key(|(m, _)| (m.box_port, m.proto));
-    let mut out = String::new();
-    for (m, n) in runs {
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        let ip = host_ip_text(m.host_ip);
-        if n == 0 {
-            let _ = write!(
-                out,
-                "{ip}:{}->{}/{}",
-                m.host_port,
-                m.box_port,
-                m.proto.name()
-            );
-        } else {
-            let _ = write!(
-                out,
-                "{ip}:{}-{}->{}-{}/{}",
-                m.host_port,
-                m.host_port + n,
-                m.box_port,
-                m.box_port + n,
-                m.proto.name()
-            );
-        }
-    }
-    out
+    done.extend(groups.into_iter().map(|(key, a, b)| form(key, a, b)));
+    done.extend(others);
+    done.join(", ")
 }
 
-fn bindings(maps: &[PortMapping], any: &str) -> serde_json::Value {
+/// `{"80/tcp": [{"HostIp": .., "HostPort": ..}]}`; keys sort as Go sorts a
+/// map's keys when it writes JSON.
+fn bindings(maps: &[PortMapping], any_ip: &str) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for m in maps {
-        let key = format!("{}/{}", m.box_port, m.proto.name());
         let ip = m
             .host_ip
-            .map_or_else(|| any.to_string(), |ip| ip.to_string());
+            .map_or_else(|| any_ip.to_string(), |ip| ip.to_string());
         let entry = serde_json::json!({"HostIp": ip, "HostPort": m.host_port.to_string()});
-        match out.get_mut(&key) {
-            Some(serde_json::Value::Array(list)) => list.push(entry),
-            _ => {
-                out.insert(key, serde_json::Value::Array(vec![entry]));
-            }
+        let list = out
+            .entry(format!("{}/{}", m.box_port, m.proto.name()))
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(list) = list {
+            list.push(entry);
         }
     }
     serde_json::Value::Object(out)
 }
 
-/// `NetworkSettings.Ports`: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
+/// `NetworkSettings.Ports`: where each port is bound, so `HostIp` is
+/// `0.0.0.0` when no address was given.
 pub fn inspect_ports(maps: &[PortMapping]) -> serde_json::Value {
     bindings(maps, "0.0.0.0")
 }
 
-/// `HostConfig.PortBindings`: as asked, so `HostIp` is `""` when none was given.
+/// `HostConfig.PortBindings`: as asked, so `HostIp` is `""` when no address
+/// was given. `HostPort` is the chosen port: the record keeps no other.
 pub fn inspect_port_bindings(maps: &[PortMapping]) -> serde_json::Value {
     bindings(maps, "")
 }
@@ -303,6 +343,8 @@ pub fn inspect_port_bindings(maps: &[PortMapping]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use Proto::{Tcp, Udp};
 
     fn m(ip: Option<&str>, host: u16, boxp: u16, proto: Proto) -> PortMapping {
         PortMapping {
@@ -313,123 +355,286 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dockers_forms_parse() {
-        use Proto::*;
-        let p = |s: &str| parse_publish(s).unwrap();
-        assert_eq!(p("80"), vec![m(None, 0, 80, Tcp)]);
-        assert_eq!(p("80/udp"), vec![m(None, 0, 80, Udp)]);
-        assert_eq!(p("8080:80"), vec![m(None, 8080, 80, Tcp)]);
-        assert_eq!(
-            p("127.0.0.1:8080:80/tcp"),
-            vec![m(Some("127.0.0.1"), 8080, 80, Tcp)]
-        );
-        assert_eq!(p("127.0.0.1::80"), vec![m(Some("127.0.0.1"), 0, 80, Tcp)]);
-        assert_eq!(p("[::1]:8080:80"), vec![m(Some("::1"), 8080, 80, Tcp)]);
-        assert_eq!(
-            p("8080-8081:80-81"),
-            vec![m(None, 8080, 80, Tcp), m(None, 8081, 81, Tcp)]
-        );
-        assert_eq!(p("80-81"), vec![m(None, 0, 80, Tcp), m(None, 0, 81, Tcp)]);
-        assert_eq!(p("0:80"), vec![m(None, 0, 80, Tcp)]);
+    fn p(spec: &str) -> Vec<PortMapping> {
+        parse_publish(spec).unwrap()
+    }
+
+    fn e(spec: &str) -> String {
+        parse_publish(spec).unwrap_err().to_string()
     }
 
     #[test]
-    fn bad_specs_get_dockers_words() {
-        let e = |s: &str| parse_publish(s).unwrap_err().to_string();
+    fn a_box_port_alone_is_published_on_a_port_the_host_picks() {
+        assert_eq!(p("80"), [m(None, 0, 80, Tcp)]);
+        assert_eq!(p("80/udp"), [m(None, 0, 80, Udp)]);
+        assert_eq!(p("80/TCP"), [m(None, 0, 80, Tcp)]);
+        assert_eq!(p("80/"), [m(None, 0, 80, Tcp)]);
+        assert_eq!(p("80-81"), [m(None, 0, 80, Tcp), m(None, 0, 81, Tcp)]);
+    }
+
+    #[test]
+    fn host_and_box_ports_pair_up() {
+        assert_eq!(p("8080:80"), [m(None, 8080, 80, Tcp)]);
+        assert_eq!(p("5353:53/udp"), [m(None, 5353, 53, Udp)]);
+        assert_eq!(p("0:80"), [m(None, 0, 80, Tcp)]);
+        assert_eq!(p(":80"), [m(None, 0, 80, Tcp)]);
+        assert_eq!(
+            p("8080-8081:80-81"),
+            [m(None, 8080, 80, Tcp), m(None, 8081, 81, Tcp)]
+        );
+    }
+
+    #[test]
+    fn a_host_address_binds_only_there() {
+        let lo = Some("127.0.0.1");
+        assert_eq!(p("127.0.0.1:8080:80/tcp"), [m(lo, 8080, 80, Tcp)]);
+        assert_eq!(p("127.0.0.1::80"), [m(lo, 0, 80, Tcp)]);
+        assert_eq!(p("[::1]:8080:80"), [m(Some("::1"), 8080, 80, Tcp)]);
+        assert_eq!(p("[::1]::80/udp"), [m(Some("::1"), 0, 80, Udp)]);
+        assert_eq!(p("::1:8080:80"), [m(Some("::1"), 8080, 80, Tcp)]);
+        assert_eq!(
+            p("127.0.0.1:8080-8081:80-81"),
+            [m(lo, 8080, 80, Tcp), m(lo, 8081, 81, Tcp)]
+        );
+    }
+
+    #[test]
+    fn bad_ports_get_dockers_words() {
+        assert_eq!(e(""), "no port specified: <empty>");
         assert_eq!(e("80:"), "no port specified: 80:<empty>");
+        assert_eq!(e("8080:/udp"), "no port specified: 8080:/udp<empty>");
         assert_eq!(e("99999:80"), "invalid hostPort: 99999");
-        assert_eq!(e("a:b"), "invalid containerPort: b");
         assert_eq!(e("a:80"), "invalid hostPort: a");
-        assert_eq!(e("80/sctp"), "invalid proto: sctp");
+        assert_eq!(e("+8080:80"), "invalid hostPort: +8080");
+        assert_eq!(e("8081-8080:80-81"), "invalid hostPort: 8081-8080");
+        assert_eq!(e("0-1:80-81"), "invalid hostPort: 0-1");
+        // Docker checks the box port first.
+        assert_eq!(e("a:b"), "invalid containerPort: b");
+        assert_eq!(e("99999"), "invalid containerPort: 99999");
+        assert_eq!(e("81-80"), "invalid containerPort: 81-80");
+        assert_eq!(e("0"), "invalid containerPort: 0");
+        assert_eq!(e("80-"), "invalid containerPort: 80-");
+    }
+
+    #[test]
+    fn bad_protocols_and_addresses_get_dockers_words() {
+        assert_eq!(e("80/icmp"), "invalid proto: icmp");
+        assert_eq!(
+            e("80/sctp"),
+            "proto sctp is not supported: publish tcp or udp"
+        );
         assert_eq!(e("1.2.3:80:80"), "invalid IP address: 1.2.3");
+        assert_eq!(e("[::1:80:80"), "invalid IP address: [::1");
+        assert_eq!(e("1:2:3:4"), "invalid IP address: 1:2");
+        assert_eq!(e("localhost:80:80"), "invalid IP address: localhost");
+    }
+
+    #[test]
+    fn ranges_of_different_lengths_are_refused() {
         assert_eq!(
             e("8080-8082:80-81"),
             "invalid ranges specified for container and host Ports: 80-81 and 8080-8082"
         );
-        assert_eq!(e("8000-8010:80"), e("8000-8010:80"));
-        assert!(e("8000-8010:80").starts_with("invalid ranges specified"));
-        assert_eq!(e("1:2:3:4"), "invalid port format: 1:2:3:4");
         assert_eq!(
-            e("81-80"),
-            "invalid range specified for containerPort: 81-80"
+            e("8080:80-81"),
+            "invalid ranges specified for container and host Ports: 80-81 and 8080"
         );
-        assert_eq!(e("0"), "invalid containerPort: 0");
+        assert_eq!(
+            e("8000-8010:80"),
+            "host port range 8000-8010 for the single box port 80 is not supported: \
+             give one host port, or a box port range of the same length"
+        );
+    }
+
+    #[test]
+    fn mappings_serialize_as_the_record_keeps_them() {
+        let v = serde_json::to_value(m(Some("127.0.0.1"), 8080, 80, Udp)).unwrap();
+        assert_eq!(
+            v,
+            json!({"host_ip": "127.0.0.1", "host_port": 8080, "box_port": 80, "proto": "udp"})
+        );
+        let back: PortMapping = serde_json::from_value(
+            json!({"host_ip": null, "host_port": 0, "box_port": 80, "proto": "tcp"}),
+        )
+        .unwrap();
+        assert_eq!(back, m(None, 0, 80, Tcp));
     }
 
     #[test]
     fn exposed_ports_publish_on_ports_the_host_picks() {
         let maps = exposed_to_publish(&["80/tcp".into(), "53/udp".into()]).unwrap();
+        assert_eq!(maps, [m(None, 0, 80, Tcp), m(None, 0, 53, Udp)]);
         assert_eq!(
-            maps,
-            vec![m(None, 0, 80, Proto::Tcp), m(None, 0, 53, Proto::Udp)]
+            exposed_to_publish(&["8080:80/tcp".into()])
+                .unwrap_err()
+                .to_string(),
+            "invalid exposed port: 8080:80/tcp"
+        );
+        assert_eq!(
+            exposed_to_publish(&["80/icmp".into()])
+                .unwrap_err()
+                .to_string(),
+            "invalid proto: icmp"
         );
     }
 
     #[test]
-    fn picked_ports_are_free_and_taken_ones_are_refused() {
-        let mut maps = parse_publish("127.0.0.1::80").unwrap();
+    fn picked_host_ports_are_distinct_and_free() {
+        let mut maps = p("127.0.0.1::80-82");
+        maps.extend(p("127.0.0.1::53/udp"));
+        maps.push(m(Some("127.0.0.1"), 0, 90, Tcp));
         assign_host_ports(&mut maps).unwrap();
-        assert_ne!(maps[0].host_port, 0);
+        let mut tcp: Vec<u16> = maps
+            .iter()
+            .filter(|m| m.proto == Tcp)
+            .map(|m| m.host_port)
+            .collect();
+        tcp.sort_unstable();
+        tcp.dedup();
+        assert_eq!(tcp.len(), 4);
+        assert!(maps.iter().all(|m| m.host_port != 0));
         check_free(&maps).unwrap();
-        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    }
+
+    #[test]
+    fn a_taken_port_is_already_allocated() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = held.local_addr().unwrap().port();
-        let taken = parse_publish(&format!("127.0.0.1:{port}:80")).unwrap();
+        let taken = p(&format!("127.0.0.1:{port}:80"));
         assert_eq!(
             check_free(&taken).unwrap_err().to_string(),
             format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
         );
-        // The same port twice in one box.
-        let mut twice = parse_publish("127.0.0.1::80").unwrap();
-        assign_host_ports(&mut twice).unwrap();
-        let again = PortMapping {
-            box_port: 81,
-            ..twice[0].clone()
-        };
-        twice.push(again);
-        assert!(check_free(&twice).is_err());
-    }
-
-    #[test]
-    fn passt_is_told_each_port() {
-        let maps = vec![
-            m(None, 8080, 80, Proto::Tcp),
-            m(Some("127.0.0.1"), 5353, 53, Proto::Udp),
-        ];
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        let taken = p(&format!("127.0.0.1:{port}:53/udp"));
         assert_eq!(
-            passt_args(&maps),
-            ["-t", "8080:80", "-u", "127.0.0.1/5353:53"]
+            check_free(&taken).unwrap_err(),
+            PortError::Allocated(SocketAddr::from(([127, 0, 0, 1], port)))
         );
     }
 
     #[test]
-    fn ps_folds_ranges_as_docker() {
-        let mut maps = parse_publish("8080-8081:80-81").unwrap();
-        maps.push(m(Some("127.0.0.1"), 9000, 90, Proto::Udp));
-        maps.push(m(Some("::1"), 7000, 70, Proto::Tcp));
+    fn a_port_published_twice_is_refused() {
+        let mut one = p("127.0.0.1::80");
+        assign_host_ports(&mut one).unwrap();
+        let port = one[0].host_port;
+        let same = [one[0].clone(), m(Some("127.0.0.1"), port, 81, Tcp)];
+        assert_eq!(
+            check_free(&same).unwrap_err().to_string(),
+            format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
+        );
+        let everywhere = [m(None, port, 80, Tcp), one[0].clone()];
+        assert!(matches!(
+            check_free(&everywhere),
+            Err(PortError::Allocated(_))
+        ));
+        // TCP and UDP ports are apart.
+        check_free(&[one[0].clone(), m(Some("127.0.0.1"), port, 80, Udp)]).unwrap();
+    }
+
+    #[test]
+    fn bind_failures_say_why() {
+        let low = SocketAddr::from(([0, 0, 0, 0], 80));
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            bind_error(low, &denied).to_string(),
+            "cannot bind 0.0.0.0:80: host ports below 1024 need privileges; \
+             publish on a higher host port (-p 8080:80)"
+        );
+        let far = SocketAddr::from(([192, 0, 2, 7], 8080));
+        let absent = io::Error::from(io::ErrorKind::AddrNotAvailable);
+        assert_eq!(
+            bind_error(far, &absent).to_string(),
+            "cannot bind 192.0.2.7:8080: the address is not one of this host's"
+        );
+        let v6 = "[::1]:8080".parse().unwrap();
+        let in_use = io::Error::from(io::ErrorKind::AddrInUse);
+        assert_eq!(
+            bind_error(v6, &in_use).to_string(),
+            "Bind for [::1]:8080 failed: port is already allocated"
+        );
+    }
+
+    #[test]
+    fn passt_is_told_each_port() {
+        let maps = [
+            m(None, 8080, 80, Tcp),
+            m(Some("127.0.0.1"), 5353, 53, Udp),
+            m(Some("::1"), 8443, 443, Tcp),
+        ];
+        assert_eq!(
+            passt_args(&maps),
+            [
+                "-t",
+                "8080:80",
+                "-u",
+                "127.0.0.1/5353:53",
+                "-t",
+                "::1/8443:443"
+            ]
+        );
+        assert!(passt_args(&[]).is_empty());
+    }
+
+    #[test]
+    fn ps_folds_same_port_ranges_as_docker() {
+        let mut maps = p("80-82:80-82");
+        maps.extend(p("127.0.0.1:53:53/udp"));
+        maps.extend(p("[::1]:90:90"));
         assert_eq!(
             ps_ports(&maps),
-            "[::1]:7000->70/tcp, 0.0.0.0:8080-8081->80-81/tcp, 127.0.0.1:9000->90/udp"
+            "127.0.0.1:53->53/udp, 0.0.0.0:80-82->80-82/tcp, [::1]:90->90/tcp"
         );
         assert_eq!(ps_ports(&[]), "");
     }
 
     #[test]
+    fn ps_lists_moved_ports_one_by_one_after_the_groups() {
+        let mut maps = p("8080-8081:80-81");
+        maps.extend(p("127.0.0.1:9000:90/udp"));
+        maps.extend(p("[::1]:7000:70"));
+        maps.extend(p("443:443"));
+        assert_eq!(
+            ps_ports(&maps),
+            "0.0.0.0:443->443/tcp, [::1]:7000->70/tcp, 0.0.0.0:8080->80/tcp, \
+             0.0.0.0:8081->81/tcp, 127.0.0.1:9000->90/udp"
+        );
+    }
+
+    #[test]
+    fn ps_breaks_a_group_at_a_gap_as_docker() {
+        let mut maps = p("80:80");
+        maps.extend(p("82-83:82-83"));
+        maps.extend(p("81:81/udp"));
+        // Docker emits a broken group at once and open ones at the end.
+        assert_eq!(
+            ps_ports(&maps),
+            "0.0.0.0:80->80/tcp, 0.0.0.0:82-83->82-83/tcp, 0.0.0.0:81->81/udp"
+        );
+    }
+
+    #[test]
     fn inspect_shapes_are_dockers() {
-        let maps = vec![
-            m(None, 8080, 80, Proto::Tcp),
-            m(Some("127.0.0.1"), 8081, 80, Proto::Tcp),
+        let maps = [
+            m(None, 8080, 80, Tcp),
+            m(Some("127.0.0.1"), 8081, 80, Tcp),
+            m(Some("::1"), 5353, 53, Udp),
         ];
         assert_eq!(
             inspect_ports(&maps),
-            serde_json::json!({"80/tcp": [
-                {"HostIp": "0.0.0.0", "HostPort": "8080"},
-                {"HostIp": "127.0.0.1", "HostPort": "8081"},
-            ]})
+            json!({
+                "53/udp": [{"HostIp": "::1", "HostPort": "5353"}],
+                "80/tcp": [
+                    {"HostIp": "0.0.0.0", "HostPort": "8080"},
+                    {"HostIp": "127.0.0.1", "HostPort": "8081"},
+                ],
+            })
         );
         assert_eq!(
             inspect_port_bindings(&maps[..1]),
-            serde_json::json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]})
+            json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]})
         );
+        assert_eq!(inspect_ports(&[]), json!({}));
     }
 }

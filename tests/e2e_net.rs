@@ -325,3 +325,23 @@ fn passt_failing_or_dying_is_told() {
     }
     ok(&["rm", "-f", "lost"]);
 }
+
+#[test]
+#[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
+fn publish_all_puts_the_exposed_port_where_the_host_picks_and_port_tells_where() {
+    // The image EXPOSEs 80/tcp (scripts/build-test-image).
+    ok(&["run", "-d", "--name", "pub", "-P", IMAGE]);
+    let bound = ok(&["port", "pub", "80"]);
+    assert!(bound.starts_with("0.0.0.0:"), "{bound}");
+    let port: u16 = bound.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(ok(&["port", "pub"]), format!("80/tcp -> 0.0.0.0:{port}\n"));
+    assert!(page_on(port, "/").contains("Welcome to nginx"));
+    let out = a3s(&["port", "pub", "81"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "a3s-box: No public port '81/tcp' published for pub\n"
+    );
+    ok(&["rm", "-f", "pub"]);
+    no_passt_left();
+}

@@ -89,6 +89,18 @@ pub struct RenameArgs {
     name: String,
 }
 
+/// List a box's published ports, or where one of its ports is published.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "port")]
+pub struct PortArgs {
+    /// the box (name or ID)
+    #[argh(positional, arg_name = "box")]
+    r#box: String,
+    /// a port of the box, PORT[/tcp|/udp]
+    #[argh(positional)]
+    port: Option<String>,
+}
+
 /// Wait until boxes stop, then print their exit codes.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "wait")]
@@ -226,6 +238,52 @@ pub fn rename(a: RenameArgs) -> anyhow::Result<i32> {
     let store = open()?;
     let id = store.resolve(&a.r#box)?;
     lifecycle::rename(&store, &id, &a.name)?;
+    Ok(0)
+}
+
+pub fn port(a: PortArgs) -> anyhow::Result<i32> {
+    use crate::runtime::ports::Proto;
+    let store = open()?;
+    let id = store.resolve(&a.r#box)?;
+    let cfg = store.config(&id)?;
+    let st = store.live_state(&id)?;
+    // As in Docker, a box that is not running publishes nothing.
+    let running = matches!(st.status, Status::Running | Status::Paused);
+    let maps: Vec<_> = cfg.network.ports.iter().filter(|_| running).collect();
+    let host = |m: &crate::runtime::ports::PortMapping| match m.host_ip {
+        Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{}", m.host_port),
+        Some(ip) => format!("{ip}:{}", m.host_port),
+        None => format!("0.0.0.0:{}", m.host_port),
+    };
+    let Some(want) = &a.port else {
+        for m in maps {
+            println!("{}/{} -> {}", m.box_port, m.proto.name(), host(m));
+        }
+        return Ok(0);
+    };
+    let (num, proto) = match want.split_once('/') {
+        Some((n, "tcp")) => (n, Proto::Tcp),
+        Some((n, "udp")) => (n, Proto::Udp),
+        None => (want.as_str(), Proto::Tcp),
+        Some(_) => bail!("invalid port: {want}"),
+    };
+    let num: u16 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid port: {want}"))?;
+    let found: Vec<_> = maps
+        .into_iter()
+        .filter(|m| m.box_port == num && m.proto == proto)
+        .collect();
+    if found.is_empty() {
+        bail!(
+            "No public port '{num}/{}' published for {}",
+            proto.name(),
+            a.r#box
+        );
+    }
+    for m in found {
+        println!("{}", host(m));
+    }
     Ok(0)
 }
 

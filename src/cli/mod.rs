@@ -93,6 +93,7 @@ enum Command {
     Restart(boxes::RestartArgs),
     Rm(boxes::RmArgs),
     Rename(boxes::RenameArgs),
+    Port(boxes::PortArgs),
     Wait(boxes::WaitArgs),
     Monitor(boxes::MonitorArgs),
     Ps(image::Eq<boxes::PsArgs>),
@@ -238,6 +239,7 @@ fn cli_main(args: &[&str]) -> i32 {
         | Command::Restart(_)
         | Command::Rm(_)
         | Command::Rename(_)
+        | Command::Port(_)
         | Command::Wait(_)
         | Command::Ps(_)
         | Command::Inspect(_)
@@ -263,6 +265,7 @@ fn cli_main(args: &[&str]) -> i32 {
         Command::Restart(a) => boxes::restart(a),
         Command::Rm(a) => boxes::rm(a),
         Command::Rename(a) => boxes::rename(a),
+        Command::Port(a) => boxes::port(a),
         Command::Wait(a) => boxes::wait(a),
         Command::Monitor(a) => boxes::monitor(a),
         Command::Ps(a) => boxes::ps(a.0),

@@ -28,8 +28,10 @@ pub const DNS_FORWARD: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 pub const INTERFACE: &str = "eth0";
 /// What passt printed, in the box's directory.
 pub const PASST_LOG: &str = "passt.log";
-/// How long passt may take to set up.
-const PASST_START: Duration = Duration::from_secs(10);
+/// How long passt may take to set up. It needs milliseconds of CPU, but ten
+/// boxes starting at once on a loaded (or emulated) host took over ten
+/// seconds of the clock; a passt that cannot start ends long before this.
+const PASST_START: Duration = Duration::from_secs(60);
 
 /// The box's address, when it has a network.
 pub fn address(cfg: &BoxConfig) -> Option<Ipv4Addr> {

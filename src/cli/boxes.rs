@@ -250,11 +250,7 @@ pub fn port(a: PortArgs) -> anyhow::Result<i32> {
     // As in Docker, a box that is not running publishes nothing.
     let running = matches!(st.status, Status::Running | Status::Paused);
     let maps: Vec<_> = cfg.network.ports.iter().filter(|_| running).collect();
-    let host = |m: &crate::runtime::ports::PortMapping| match m.host_ip {
-        Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{}", m.host_port),
-        Some(ip) => format!("{ip}:{}", m.host_port),
-        None => format!("0.0.0.0:{}", m.host_port),
-    };
+    let host = crate::runtime::ports::host_address;
     let Some(want) = &a.port else {
         for m in maps {
             println!("{}/{} -> {}", m.box_port, m.proto.name(), host(m));

@@ -133,51 +133,79 @@ fn netmask(prefix: u8) -> std::net::Ipv4Addr {
     }
 }
 
-/// Address, netmask and up on the interface, then the default route through
-/// the gateway.
-fn configure(net: &NetSetup) -> io::Result<()> {
-    // SAFETY: socket takes plain integers; the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// An AF_INET socket for interface ioctls, and the `ifreq` naming one
+/// interface.
+struct Interface {
+    sock: OwnedFd,
+    req: libc::ifreq,
+}
+
+impl Interface {
+    fn open(name: &str) -> io::Result<Interface> {
+        let name = name.as_bytes();
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an interface name",
+            ));
+        }
+        // SAFETY: socket takes plain integers; the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+            *dst = *src as libc::c_char;
+        }
+        Ok(Interface { sock, req })
     }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let name = net.interface.as_bytes();
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not an interface name",
-        ));
-    }
-    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
-        *dst = *src as libc::c_char;
-    }
-    let ioctl = |op: libc::c_ulong, arg: *mut libc::c_void| {
+
+    /// `op` on `arg`, an ifreq or rtentry, whichever `op` takes.
+    fn ioctl(&self, op: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<()> {
         // (musl declares the request as int, glibc as unsigned long.)
         #[allow(clippy::useless_conversion, clippy::cast_possible_truncation)]
         // SAFETY: `arg` points to a live ifreq or rtentry, the one `op` takes,
         // which the kernel reads (and for a GET writes) within its size.
-        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), op as _, arg) };
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), op as _, arg) };
         if rc < 0 {
             Err(io::Error::last_os_error())
         } else {
             Ok(())
         }
-    };
-    let req_ptr = |r: &mut libc::ifreq| (r as *mut libc::ifreq).cast::<libc::c_void>();
-    req.ifr_ifru.ifru_addr = sockaddr(net.address);
-    ioctl(libc::SIOCSIFADDR, req_ptr(&mut req))?;
-    req.ifr_ifru.ifru_netmask = sockaddr(netmask(net.prefix));
-    ioctl(libc::SIOCSIFNETMASK, req_ptr(&mut req))?;
-    ioctl(libc::SIOCGIFFLAGS, req_ptr(&mut req))?;
-    // SAFETY: SIOCGIFFLAGS filled in the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    ioctl(libc::SIOCSIFFLAGS, req_ptr(&mut req))?;
+    }
 
+    fn req(&mut self, op: libc::c_ulong) -> io::Result<()> {
+        let arg = (&mut self.req as *mut libc::ifreq).cast::<libc::c_void>();
+        self.ioctl(op, arg)
+    }
+
+    fn up(&mut self) -> io::Result<()> {
+        self.req(libc::SIOCGIFFLAGS)?;
+        // SAFETY: SIOCGIFFLAGS filled in the flags member of the union.
+        let flags = unsafe { self.req.ifr_ifru.ifru_flags };
+        self.req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        self.req(libc::SIOCSIFFLAGS)
+    }
+}
+
+/// Brings interface `name` up (for `lo`, the kernel then gives it 127.0.0.1).
+pub fn interface_up(name: &str) -> io::Result<()> {
+    Interface::open(name)?.up()
+}
+
+/// Address, netmask and up on the interface, then the default route through
+/// the gateway.
+fn configure(net: &NetSetup) -> io::Result<()> {
+    let mut ifc = Interface::open(&net.interface)?;
+    ifc.req.ifr_ifru.ifru_addr = sockaddr(net.address);
+    ifc.req(libc::SIOCSIFADDR)?;
+    ifc.req.ifr_ifru.ifru_netmask = sockaddr(netmask(net.prefix));
+    ifc.req(libc::SIOCSIFNETMASK)?;
+    ifc.up()?;
     // SAFETY: rtentry is plain old data; all zeroes is a valid value (no
     // device named: the kernel picks the interface that reaches the gateway).
     let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
@@ -185,7 +213,7 @@ fn configure(net: &NetSetup) -> io::Result<()> {
     route.rt_genmask = sockaddr(0.into());
     route.rt_gateway = sockaddr(net.gateway);
     route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-    ioctl(
+    ifc.ioctl(
         libc::SIOCADDRT,
         (&mut route as *mut libc::rtentry).cast::<libc::c_void>(),
     )

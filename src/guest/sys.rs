@@ -6,7 +6,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use super::supervisor::Supervisor;
@@ -407,35 +407,7 @@ impl Sys for LinuxSys {
     }
 
     fn loopback_up(&mut self) -> io::Result<()> {
-        // SAFETY: socket takes plain integers; the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        let ioctl = |req: &mut libc::ifreq, op: libc::c_ulong| {
-            // (musl declares the request as int, glibc as unsigned long.)
-            #[allow(clippy::useless_conversion, clippy::cast_possible_truncation)]
-            // SAFETY: `req` is a valid ifreq naming an interface, which the
-            // SIOC[GS]IFFLAGS ioctls read and (GET) write within its size.
-            let rc = unsafe { libc::ioctl(sock.as_raw_fd(), op as _, req as *mut libc::ifreq) };
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
-        ioctl(&mut req, libc::SIOCGIFFLAGS)?;
-        // SAFETY: SIOCGIFFLAGS filled in the flags member of the union.
-        let flags = unsafe { req.ifr_ifru.ifru_flags };
-        req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        ioctl(&mut req, libc::SIOCSIFFLAGS)
+        super::net::interface_up("lo")
     }
 
     fn sync(&mut self) {

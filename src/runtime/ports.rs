@@ -259,6 +259,12 @@ pub fn passt_args(maps: &[PortMapping]) -> Vec<String> {
 }
 
 /// `host:port` as Go's `net.JoinHostPort`, where `port` may be a range.
+/// Where a mapping is published on the host, as Docker writes it
+/// (`0.0.0.0:8080`, `[::1]:8080`).
+pub fn host_address(m: &PortMapping) -> String {
+    join_host_port(bind_addr(m, m.host_port).ip(), &m.host_port.to_string())
+}
+
 fn join_host_port(ip: IpAddr, port: &str) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{v4}:{port}"),

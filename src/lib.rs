@@ -7,6 +7,7 @@ pub mod boxfs;
 pub mod cli;
 pub mod guest;
 pub mod initramfs;
+pub mod net;
 pub mod oci;
 pub mod paths;
 pub mod proto;

@@ -242,7 +242,7 @@ pub fn rename(a: RenameArgs) -> anyhow::Result<i32> {
 }
 
 pub fn port(a: PortArgs) -> anyhow::Result<i32> {
-    use crate::runtime::ports::Proto;
+    use crate::net::ports::Proto;
     let store = open()?;
     let id = store.resolve(&a.r#box)?;
     let cfg = store.config(&id)?;
@@ -250,7 +250,7 @@ pub fn port(a: PortArgs) -> anyhow::Result<i32> {
     // As in Docker, a box that is not running publishes nothing.
     let running = matches!(st.status, Status::Running | Status::Paused);
     let maps: Vec<_> = cfg.network.ports.iter().filter(|_| running).collect();
-    let host = crate::runtime::ports::host_address;
+    let host = crate::net::ports::host_address;
     let Some(want) = &a.port else {
         for m in maps {
             println!("{}/{} -> {}", m.box_port, m.proto.name(), host(m));
@@ -411,7 +411,7 @@ fn ps_item(cfg: &BoxConfig, st: &BoxState, trunc: bool, size: Option<String>) ->
         "RunningFor": format!("{} ago", human_duration(now.saturating_sub(cfg.created))),
         // Docker lists published ports only while the box runs.
         "Ports": if st.status == Status::Running {
-            crate::runtime::ports::ps_ports(&cfg.network.ports)
+            crate::net::ports::ps_ports(&cfg.network.ports)
         } else {
             String::new()
         },
@@ -696,7 +696,7 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
                 "MaximumRetryCount": cfg.restart.max_retries(),
             },
             "NetworkMode": cfg.network.mode.name(),
-            "PortBindings": crate::runtime::ports::inspect_port_bindings(&cfg.network.ports),
+            "PortBindings": crate::net::ports::inspect_port_bindings(&cfg.network.ports),
             "Dns": cfg.network.dns,
             "DnsSearch": cfg.network.dns_search,
             "ExtraHosts": cfg.network.extra_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>(),
@@ -728,7 +728,7 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
 
 /// Docker's NetworkSettings: the address and ports only while the box runs.
 fn network_settings(cfg: &BoxConfig, st: &BoxState) -> Value {
-    use crate::runtime::network;
+    use crate::net as network;
     let running = st.status == Status::Running || st.status == Status::Paused;
     let addr = network::address(cfg).filter(|_| running);
     let text = |v: Option<String>| v.unwrap_or_default();
@@ -749,7 +749,7 @@ fn network_settings(cfg: &BoxConfig, st: &BoxState) -> Value {
         "Gateway": gateway,
         "MacAddress": mac,
         "Ports": if running {
-            crate::runtime::ports::inspect_ports(&cfg.network.ports)
+            crate::net::ports::inspect_ports(&cfg.network.ports)
         } else {
             json!({})
         },

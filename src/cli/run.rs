@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use argh::FromArgs;
 
+use crate::net::ports;
 use crate::oci::manifest::ImageConfig;
 use crate::oci::reference::Reference;
 use crate::oci::store::ImageStore;
-use crate::runtime::ports;
 use crate::runtime::record::now;
 use crate::runtime::record::{NetworkConfig, NetworkMode, RestartPolicy};
 use crate::runtime::{lifecycle, BoxConfig, Store};
@@ -467,7 +467,7 @@ fn network_config(a: &RunArgs, image: &ImageConfig) -> anyhow::Result<NetworkCon
             bail!("bad format for add-host: {h:?}");
         };
         let ip = if ip == "host-gateway" {
-            crate::runtime::network::GATEWAY.to_string()
+            crate::net::GATEWAY.to_string()
         } else {
             ip.parse::<std::net::IpAddr>()
                 .map_err(|_| anyhow::anyhow!("invalid IP address in add-host: {ip:?}"))?

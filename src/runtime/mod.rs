@@ -7,8 +7,6 @@ pub mod health;
 pub mod layer;
 pub mod lifecycle;
 pub mod logs;
-pub mod network;
-pub mod ports;
 pub mod record;
 pub mod rootfs;
 pub mod shim;

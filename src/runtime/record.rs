@@ -58,7 +58,7 @@ pub struct NetworkConfig {
     pub mode: NetworkMode,
     /// Published ports, one entry a port, host ports already chosen.
     #[serde(default)]
-    pub ports: Vec<super::ports::PortMapping>,
+    pub ports: Vec<crate::net::ports::PortMapping>,
     /// Name servers the box uses instead of the network's own.
     #[serde(default)]
     pub dns: Vec<String>,

@@ -17,9 +17,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::logs::LogWriter;
-use super::network;
 use super::record::{now, NetworkMode};
 use super::{BoxConfig, BoxState, Status, Store};
+use crate::net as network;
 use crate::proto::{
     self, expect_hello, our_hello, read_message, write_message, ExecRequest, Message, RootSource,
     PORT_CONTROL,

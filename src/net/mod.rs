@@ -10,6 +10,9 @@
 //! Either way `/etc/hosts`, `/etc/hostname` and (with a network)
 //! `/etc/resolv.conf` are laid over the box's root as Docker writes them.
 
+pub mod dns;
+pub mod ports;
+
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
@@ -17,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::record::{BoxConfig, NetworkMode};
 use crate::proto::{BoxSetup, NetSetup};
+use crate::runtime::record::{BoxConfig, NetworkMode};
 
 pub const BOX_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 pub const PREFIX: u8 = 24;
@@ -144,7 +147,7 @@ fn passt_args(cfg: &BoxConfig) -> Vec<String> {
     ]
     .map(str::to_string)
     .to_vec();
-    args.extend(super::ports::passt_args(&cfg.network.ports));
+    args.extend(ports::passt_args(&cfg.network.ports));
     args
 }
 

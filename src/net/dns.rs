@@ -1,0 +1,1 @@
+//! The embedded DNS resolver of user networks.

@@ -1,6 +1,7 @@
 //! The network device's control plane: identity, features, config space, and
 //! starting and stopping the worker thread that moves frames.
 
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -12,8 +13,9 @@ use virtio_queue::Queue;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::backend::Backend;
 use super::event_handler::{
-    self, Backend, DataPath, RX_QUEUE, TOKEN_RX_KICK, TOKEN_STOP, TOKEN_TX_KICK, TX_QUEUE,
+    self, DataPath, RX_QUEUE, TOKEN_RX_KICK, TOKEN_STOP, TOKEN_TX_KICK, TX_QUEUE,
 };
 use super::QUEUE_SIZE;
 use crate::vmm::devices::virtio::{
@@ -25,6 +27,18 @@ use crate::vmm::devices::virtio::{
 pub const VIRTIO_ID_NET: u32 = 1;
 /// Feature bit: the guest may send frames with a partial checksum.
 pub const VIRTIO_NET_F_CSUM: u32 = 0;
+/// Feature bit: the guest takes frames with a partial checksum.
+pub const VIRTIO_NET_F_GUEST_CSUM: u32 = 1;
+/// Feature bits: the guest takes TCP segmentation offload over IPv4 / IPv6,
+/// and with ECN.
+pub const VIRTIO_NET_F_GUEST_TSO4: u32 = 7;
+pub const VIRTIO_NET_F_GUEST_TSO6: u32 = 8;
+pub const VIRTIO_NET_F_GUEST_ECN: u32 = 9;
+/// Feature bits: the guest may send TCP segmentation offload over IPv4 /
+/// IPv6, and with ECN.
+pub const VIRTIO_NET_F_HOST_TSO4: u32 = 11;
+pub const VIRTIO_NET_F_HOST_TSO6: u32 = 12;
+pub const VIRTIO_NET_F_HOST_ECN: u32 = 13;
 /// Feature bit: the config space holds the device's MAC address.
 pub const VIRTIO_NET_F_MAC: u32 = 5;
 /// Feature bit: one received frame may span several receive buffers.
@@ -37,11 +51,60 @@ pub const VIRTIO_NET_S_LINK_UP: u16 = 1;
 /// rx, tx.
 const QUEUE_SIZES: [u16; 2] = [QUEUE_SIZE; 2];
 
-const OFFERED_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1
+/// What the stream backend allows: it carries whole frames without a header.
+const STREAM_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1
     | 1 << VIRTIO_NET_F_MAC
     | 1 << VIRTIO_NET_F_STATUS
     | 1 << VIRTIO_NET_F_MRG_RXBUF
     | 1 << VIRTIO_NET_F_CSUM;
+
+/// What the tap allows: its header carries checksum and TCP segmentation
+/// offloads both ways. No UFO (the kernel no longer segments UDP for a
+/// tap) and no USO.
+const TAP_FEATURES: u64 = STREAM_FEATURES
+    | 1 << VIRTIO_NET_F_GUEST_CSUM
+    | 1 << VIRTIO_NET_F_GUEST_TSO4
+    | 1 << VIRTIO_NET_F_GUEST_TSO6
+    | 1 << VIRTIO_NET_F_GUEST_ECN
+    | 1 << VIRTIO_NET_F_HOST_TSO4
+    | 1 << VIRTIO_NET_F_HOST_TSO6
+    | 1 << VIRTIO_NET_F_HOST_ECN;
+
+/// The features the device offers over a tap, or over the stream.
+pub(super) const fn offered_features(tap: bool) -> u64 {
+    if tap {
+        TAP_FEATURES
+    } else {
+        STREAM_FEATURES
+    }
+}
+
+/// What the device goes by of the `features` a driver acked: those offered
+/// whose dependencies (virtio 1.2 §5.1.3.1) were acked too.
+pub(super) fn negotiate(offered: u64, features: u64) -> u64 {
+    let mut acked = features & offered;
+    let bit = |b: u32| 1u64 << b;
+    for (feature, needs) in [
+        (VIRTIO_NET_F_GUEST_TSO4, bit(VIRTIO_NET_F_GUEST_CSUM)),
+        (VIRTIO_NET_F_GUEST_TSO6, bit(VIRTIO_NET_F_GUEST_CSUM)),
+        (VIRTIO_NET_F_HOST_TSO4, bit(VIRTIO_NET_F_CSUM)),
+        (VIRTIO_NET_F_HOST_TSO6, bit(VIRTIO_NET_F_CSUM)),
+        // ECN needs either TSO; checked after the TSO bits settled.
+        (
+            VIRTIO_NET_F_GUEST_ECN,
+            bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6),
+        ),
+        (
+            VIRTIO_NET_F_HOST_ECN,
+            bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6),
+        ),
+    ] {
+        if acked & needs == 0 {
+            acked &= !bit(feature);
+        }
+    }
+    acked
+}
 
 /// What the device shares with its worker thread, across resets.
 #[derive(Debug)]
@@ -55,8 +118,23 @@ pub(super) struct Shared {
     pub(super) guest_error: WarnOnce,
     /// Complaints about the backend or the host.
     pub(super) host_error: WarnOnce,
+    /// Frames the tap refused or sent malformed, each dropped alone.
+    pub(super) dropped: WarnOnce,
     /// Turns of the worker's loop, to tell waiting from spinning.
     pub(super) wakeups: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn new() -> Shared {
+        Shared {
+            status: AtomicU16::new(VIRTIO_NET_S_LINK_UP),
+            gone: AtomicBool::new(false),
+            guest_error: WarnOnce::default(),
+            host_error: WarnOnce::default(),
+            dropped: WarnOnce::default(),
+            wakeups: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The wake-ups of one worker: queue kicks and the request to stop.
@@ -72,14 +150,21 @@ struct Active {
     worker: JoinHandle<Backend>,
 }
 
-/// virtio-net in userspace over a length-prefixed stream backend (passt,
-/// QEMU's `-netdev stream`).
+/// virtio-net in userspace over one of two backends:
 ///
-/// Offers VERSION_1, MAC, STATUS, MRG_RXBUF and CSUM. Segmentation offloads
-/// (TSO/UFO) are deliberately not offered: the stream carries whole frames
-/// of at most 65535 + 14 bytes, so the guest must segment itself.
+/// - a length-prefixed stream (passt, QEMU's `-netdev stream`), from
+///   [`Net::new`]: offers VERSION_1, MAC, STATUS, MRG_RXBUF and CSUM. The
+///   stream carries whole frames of at most 65535 + 14 bytes and no header,
+///   so the device completes partial checksums and the guest must segment.
+/// - a tap device with a virtio-net header (see [`super::open_tap`]), from
+///   [`Net::with_tap`]: offers the same plus GUEST_CSUM, GUEST_TSO4/6,
+///   GUEST_ECN, HOST_TSO4/6 and HOST_ECN. Headers pass through both ways;
+///   on activation the tap is told (TUNSETOFFLOAD) to send the guest only
+///   the offloads it acked.
 pub struct Net {
     mac: [u8; 6],
+    /// The backend is a tap (or stands in for one), not the stream.
+    tap: bool,
     acked_features: u64,
     shared: Arc<Shared>,
     /// The backend while no worker holds it; `None` once it was lost.
@@ -91,17 +176,31 @@ impl Net {
     /// Creates the device over `backend`, a connected stream socket, with
     /// the MAC address `mac` for the guest.
     pub fn new(backend: UnixStream, mac: [u8; 6]) -> Net {
+        Net::over(Backend::stream(backend), mac)
+    }
+
+    /// Creates the device over `tap`, a tap opened with a 12-byte virtio-net
+    /// header (as [`super::open_tap`] does), with the MAC address `mac` for
+    /// the guest. The tap should be up and on its bridge before the guest
+    /// sends: frames written to a tap that is down are dropped.
+    pub fn with_tap(tap: File, mac: [u8; 6]) -> Net {
+        Net::over(Backend::tap(tap, true), mac)
+    }
+
+    /// Like `with_tap` over a socket of one frame per message standing in
+    /// for the tap, which takes no TUNSETOFFLOAD.
+    #[cfg(test)]
+    pub(super) fn with_tap_stand_in(socket: File, mac: [u8; 6]) -> Net {
+        Net::over(Backend::tap(socket, false), mac)
+    }
+
+    fn over(backend: Backend, mac: [u8; 6]) -> Net {
         Net {
             mac,
+            tap: backend.is_tap(),
             acked_features: 0,
-            shared: Arc::new(Shared {
-                status: AtomicU16::new(VIRTIO_NET_S_LINK_UP),
-                gone: AtomicBool::new(false),
-                guest_error: WarnOnce::default(),
-                host_error: WarnOnce::default(),
-                wakeups: AtomicU64::new(0),
-            }),
-            backend: Some(Backend::new(backend)),
+            shared: Arc::new(Shared::new()),
+            backend: Some(backend),
             active: None,
         }
     }
@@ -122,10 +221,6 @@ impl Net {
         self.shared.wakeups.load(Ordering::Relaxed)
     }
 
-    fn acked(&self, bit: u32) -> bool {
-        self.acked_features & (1 << bit) != 0
-    }
-
     fn start(
         &mut self,
         mem: GuestMemory,
@@ -136,8 +231,8 @@ impl Net {
         let Some(backend) = self.backend.take() else {
             // Lost for good: serve the queues anyway so the guest does not stall.
             self.shared.gone.store(true, Ordering::SeqCst);
-            let (ours, _) = UnixStream::pair()?;
-            return self.start_with(mem, rx, tx, interrupt, Backend::new(ours));
+            let placeholder = Backend::placeholder(self.tap)?;
+            return self.start_with(mem, rx, tx, interrupt, placeholder);
         };
         self.start_with(mem, rx, tx, interrupt, backend)
     }
@@ -151,7 +246,7 @@ impl Net {
         backend: Backend,
     ) -> io::Result<()> {
         let started = (|| {
-            backend.stream().set_nonblocking(true)?;
+            backend.prepare(self.acked_features)?;
             let kicks = Arc::new(Kicks {
                 rx: EventFd::new(EFD_NONBLOCK)?,
                 tx: EventFd::new(EFD_NONBLOCK)?,
@@ -184,8 +279,7 @@ impl Net {
             tx,
             interrupt,
             backend,
-            self.acked(VIRTIO_NET_F_MRG_RXBUF),
-            self.acked(VIRTIO_NET_F_STATUS),
+            self.acked_features,
             self.shared.clone(),
         );
         let worker = {
@@ -227,6 +321,7 @@ impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Net")
             .field("mac", &self.mac)
+            .field("tap", &self.tap)
             .field("acked_features", &self.acked_features)
             .field("backend_gone", &self.backend_gone())
             .field("active", &self.active.is_some())
@@ -250,11 +345,11 @@ impl VirtioDevice for Net {
     }
 
     fn device_features(&self) -> u64 {
-        OFFERED_FEATURES
+        offered_features(self.tap)
     }
 
     fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & OFFERED_FEATURES;
+        self.acked_features = negotiate(offered_features(self.tap), features);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -340,11 +435,65 @@ mod tests {
         }
     }
 
+    fn tap_device() -> (Net, UnixStream) {
+        let (ours, peer) = crate::vmm::devices::virtio::net::fuzzing::packet_pair().unwrap();
+        (
+            Net::with_tap_stand_in(File::from(ours), MAC),
+            UnixStream::from(peer),
+        )
+    }
+
+    #[test]
+    fn over_a_tap_offers_checksum_and_tcp_segmentation_offloads_both_ways() {
+        let (net, _peer) = tap_device();
+        let offloads = 1 << 1 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 11 | 1 << 12 | 1 << 13;
+        assert_eq!(net.device_features(), STREAM_FEATURES | offloads);
+        // No UFO (10, 14), no USO (54-56), no MQ, no EVENT_IDX.
+        for bit in [10, 14, 22, 29, 54, 55, 56] {
+            assert_eq!(net.device_features() & 1 << bit, 0, "bit {bit}");
+        }
+        assert_eq!(negotiate(TAP_FEATURES, TAP_FEATURES), TAP_FEATURES);
+    }
+
+    #[test]
+    fn offloads_whose_dependencies_were_not_acked_are_not_used() {
+        let (mut net, _peer) = tap_device();
+        // TSO and ECN without the checksum offloads they need (§5.1.3.1).
+        let without_csum = TAP_FEATURES & !(1 << VIRTIO_NET_F_CSUM | 1 << VIRTIO_NET_F_GUEST_CSUM);
+        net.ack_features(without_csum);
+        assert_eq!(
+            net.acked_features,
+            STREAM_FEATURES & !(1 << VIRTIO_NET_F_CSUM)
+        );
+        // ECN without either TSO.
+        net.ack_features(
+            1 << VIRTIO_NET_F_GUEST_CSUM
+                | 1 << VIRTIO_NET_F_GUEST_ECN
+                | 1 << VIRTIO_NET_F_CSUM
+                | 1 << VIRTIO_NET_F_HOST_TSO6
+                | 1 << VIRTIO_NET_F_HOST_ECN,
+        );
+        assert_eq!(
+            net.acked_features,
+            1 << VIRTIO_NET_F_GUEST_CSUM
+                | 1 << VIRTIO_NET_F_CSUM
+                | 1 << VIRTIO_NET_F_HOST_TSO6
+                | 1 << VIRTIO_NET_F_HOST_ECN
+        );
+    }
+
+    #[test]
+    fn the_stream_takes_no_offload_the_tap_offers() {
+        let (mut net, _peer) = device();
+        net.ack_features(TAP_FEATURES);
+        assert_eq!(net.acked_features, STREAM_FEATURES);
+    }
+
     #[test]
     fn acknowledged_features_are_limited_to_the_offered_ones() {
         let (mut net, _peer) = device();
         net.ack_features(u64::MAX);
-        assert_eq!(net.acked_features, OFFERED_FEATURES);
+        assert_eq!(net.acked_features, STREAM_FEATURES);
     }
 
     #[test]

@@ -1,18 +1,19 @@
 //! The network device's data plane: frames from the transmit queue to the
-//! backend stream, frames from the stream to the receive queue, and the
-//! worker thread's epoll loop that drives both.
+//! backend, frames from the backend to the receive queue, and the worker
+//! thread's epoll loop that drives both.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory as _};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory as _, GuestMemoryError};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::device::{Kicks, Shared};
+use super::backend::{Backend, Rx};
+use super::device::{Kicks, Shared, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS};
+use super::header::{MIN_FRAME_LEN, NET_HDR_LEN};
 use super::VIRTIO_NET_S_LINK_UP;
 use crate::vmm::devices::virtio::{GuestMemory, Interrupt};
 
@@ -26,25 +27,9 @@ pub(super) const TOKEN_TX_KICK: u64 = 1;
 pub(super) const TOKEN_STOP: u64 = 2;
 const TOKEN_BACKEND: u64 = 3;
 
-/// `struct virtio_net_hdr` with VERSION_1: num_buffers is always there.
-pub(super) const NET_HDR_LEN: usize = 12;
-/// Largest frame either side may send: a 64 KiB IP packet and its Ethernet header.
-pub(super) const MAX_FRAME_LEN: usize = 65535 + 14;
-/// An Ethernet header: anything shorter is not a frame.
-pub(super) const MIN_FRAME_LEN: usize = 14;
-/// The stream's length prefix.
-pub(super) const PREFIX_LEN: usize = 4;
-
-/// virtio_net_hdr.flags: the transport checksum is partial.
-pub(super) const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-/// virtio_net_hdr.gso_type: not a segmentation offload.
-pub(super) const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
-
 /// Frames bound for the backend that we buffer before we stop taking TX
 /// chains; one more frame may go past it.
 pub(super) const TX_PENDING_LIMIT: usize = 256 * 1024;
-/// Room for one whole frame after a partial one, so reading always progresses.
-const RX_BUF_LEN: usize = 2 * (PREFIX_LEN + MAX_FRAME_LEN);
 /// Frames delivered per `process_rx` call, so TX and kicks are not starved.
 const RX_BUDGET: usize = 256;
 /// Events handled per epoll wait.
@@ -52,7 +37,7 @@ const EVENT_BATCH: usize = 8;
 
 /// Why a chain or a frame was rejected, or the backend given up on.
 #[derive(Debug, thiserror::Error)]
-enum NetError {
+pub(super) enum NetError {
     #[error("transmit chain {head} has a buffer the device may only write")]
     WritableTxBuffer { head: u16 },
     #[error("receive chain {head} has a buffer the device may only read")]
@@ -63,8 +48,14 @@ enum NetError {
     TxTooLong { head: u16, len: usize },
     #[error("transmit chain {head} holds {len} bytes, less than a header and a frame")]
     TxTooShort { head: u16, len: usize },
-    #[error("transmit chain {head} asks for segmentation offload {gso_type}, never offered")]
+    #[error("transmit chain {head} asks for segmentation offload {gso_type:#x}, not negotiated")]
     Gso { head: u16, gso_type: u8 },
+    #[error("transmit chain {head} asks for segmentation {gso_type:#x} of {gso_size}-byte segments without a partial checksum or an MSS")]
+    BadGso {
+        head: u16,
+        gso_type: u8,
+        gso_size: u16,
+    },
     #[error(
         "transmit chain {head} asks for a checksum at {csum_start}+{csum_offset} \
          in a frame of {len} bytes"
@@ -75,12 +66,32 @@ enum NetError {
         csum_offset: u16,
         len: usize,
     },
+    #[error("transmit chain {head} has {hdr_len} bytes of headers in a frame of {len}")]
+    BadHeaderLength {
+        head: u16,
+        hdr_len: usize,
+        len: usize,
+    },
     #[error("receive chain {head} holds {capacity} bytes, less than the header")]
     RxTooSmall { head: u16, capacity: usize },
     #[error("a frame of {len} bytes does not fit the receive buffers; dropped")]
     FrameTooBig { len: usize },
+    #[error("the tap sent a frame with segmentation {gso_type:#x}, which the driver does not take; dropped")]
+    RxGso { gso_type: u8 },
+    #[error(
+        "the tap sent a checksum at {csum_start}+{csum_offset} in a frame of {len} bytes; dropped"
+    )]
+    RxChecksumRange {
+        csum_start: u16,
+        csum_offset: u16,
+        len: usize,
+    },
+    #[error("the tap sent a packet of {0} bytes, not a header and a frame; dropped")]
+    TapPacketLength(usize),
+    #[error("the tap refused a frame (is it up?); dropped")]
+    TapRefused(#[source] io::Error),
     #[error("could not write to guest memory")]
-    GuestMemory(#[source] vm_memory::GuestMemoryError),
+    GuestMemory(#[source] GuestMemoryError),
     #[error("could not return chain {head} to the used ring")]
     UsedRing {
         head: u16,
@@ -99,95 +110,6 @@ enum NetError {
     Epoll(#[source] io::Error),
 }
 
-/// The backend stream with what is in flight on it, kept across resets so
-/// a half-sent or half-read frame does not break the framing.
-pub(super) struct Backend {
-    stream: UnixStream,
-    /// Length-prefixed frames not yet written to the stream.
-    tx_pending: Vec<u8>,
-    /// Bytes read from the stream; frames start at `rx_start`.
-    rx_buf: Box<[u8]>,
-    rx_start: usize,
-    rx_end: usize,
-}
-
-impl Backend {
-    pub(super) fn new(stream: UnixStream) -> Backend {
-        Backend {
-            stream,
-            tx_pending: Vec::new(),
-            rx_buf: vec![0; RX_BUF_LEN].into_boxed_slice(),
-            rx_start: 0,
-            rx_end: 0,
-        }
-    }
-
-    pub(super) fn stream(&self) -> &UnixStream {
-        &self.stream
-    }
-
-    /// The next whole frame's range in `rx_buf`, or `None` if it has not all
-    /// arrived; a length that is no frame is an error.
-    fn peek_frame(&self) -> Result<Option<(usize, usize)>, NetError> {
-        let Some(prefix) = self.rx_buf[self.rx_start..self.rx_end].first_chunk::<PREFIX_LEN>()
-        else {
-            return Ok(None);
-        };
-        let len = usize::try_from(u32::from_be_bytes(*prefix)).unwrap_or(usize::MAX);
-        if len == 0 || len > MAX_FRAME_LEN {
-            return Err(NetError::Protocol(len));
-        }
-        let start = self.rx_start + PREFIX_LEN;
-        Ok((self.rx_end - start >= len).then_some((start, start + len)))
-    }
-
-    fn consume_frame(&mut self, end: usize) {
-        self.rx_start = end;
-        if self.rx_start == self.rx_end {
-            self.rx_start = 0;
-            self.rx_end = 0;
-        }
-    }
-
-    /// Reads what the stream has; `Ok(false)` if it had nothing now.
-    fn fill(&mut self) -> Result<bool, NetError> {
-        if self.rx_buf.len() - self.rx_end < PREFIX_LEN + MAX_FRAME_LEN {
-            self.rx_buf.copy_within(self.rx_start..self.rx_end, 0);
-            self.rx_end -= self.rx_start;
-            self.rx_start = 0;
-        }
-        loop {
-            match (&self.stream).read(&mut self.rx_buf[self.rx_end..]) {
-                Ok(0) => return Err(NetError::BackendEof),
-                Ok(n) => {
-                    self.rx_end += n;
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(NetError::BackendIo(e)),
-            }
-        }
-    }
-
-    /// Writes pending frames until the stream would block.
-    fn flush(&mut self) -> Result<(), NetError> {
-        while !self.tx_pending.is_empty() {
-            // Rust programs ignore SIGPIPE, so a dead peer is an EPIPE error.
-            match (&self.stream).write(&self.tx_pending) {
-                Ok(0) => return Err(NetError::BackendEof),
-                Ok(n) => {
-                    self.tx_pending.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(NetError::BackendIo(e)),
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Moves frames between the queues and the backend. The worker thread owns
 /// it; the fuzzer drives it synchronously.
 pub(super) struct DataPath {
@@ -196,16 +118,13 @@ pub(super) struct DataPath {
     tx: Queue,
     interrupt: Arc<dyn Interrupt>,
     backend: Backend,
-    mrg_rxbuf: bool,
-    /// STATUS was negotiated: a lost backend is announced as link down.
-    link_status: bool,
+    /// What the driver acked, dependencies applied.
+    features: u64,
     shared: Arc<Shared>,
-    /// A frame waits for receive buffers: the stream is not read meanwhile.
+    /// A frame waits for receive buffers: the backend is not read meanwhile.
     rx_waiting: bool,
     /// The chain being sent, header and frame.
     tx_frame: Vec<u8>,
-    /// The header and frame being received.
-    rx_frame: Vec<u8>,
     /// Writable buffers of the receive chains gathered for one frame.
     rx_segments: Vec<(GuestAddress, usize)>,
     /// Those chains: head index and where their buffers end in `rx_segments`.
@@ -221,15 +140,14 @@ enum Delivery {
 }
 
 impl DataPath {
-    #[allow(clippy::too_many_arguments)]
+    /// `features` are those the driver acked, as `Net::ack_features` keeps them.
     pub(super) fn new(
         mem: GuestMemory,
         rx: Queue,
         tx: Queue,
         interrupt: Arc<dyn Interrupt>,
         backend: Backend,
-        mrg_rxbuf: bool,
-        link_status: bool,
+        features: u64,
         shared: Arc<Shared>,
     ) -> DataPath {
         DataPath {
@@ -238,12 +156,10 @@ impl DataPath {
             tx,
             interrupt,
             backend,
-            mrg_rxbuf,
-            link_status,
+            features,
             shared,
             rx_waiting: false,
             tx_frame: Vec::new(),
-            rx_frame: Vec::new(),
             rx_segments: Vec::new(),
             rx_chains: Vec::new(),
         }
@@ -251,6 +167,10 @@ impl DataPath {
 
     pub(super) fn into_backend(self) -> Backend {
         self.backend
+    }
+
+    fn acked(&self, bit: u32) -> bool {
+        self.features & (1 << bit) != 0
     }
 
     fn gone(&self) -> bool {
@@ -265,7 +185,7 @@ impl DataPath {
 
     /// Stops serving the backend for good and shows the link as down.
     fn lose_backend(&mut self, e: &NetError) {
-        self.backend.tx_pending.clear();
+        self.backend.clear_tx();
         if self.shared.gone.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -275,7 +195,8 @@ impl DataPath {
         self.shared
             .status
             .fetch_and(!VIRTIO_NET_S_LINK_UP, Ordering::SeqCst);
-        if self.link_status {
+        // STATUS was negotiated: a lost backend is announced as link down.
+        if self.acked(VIRTIO_NET_F_STATUS) {
             self.interrupt.signal_config_change();
         }
     }
@@ -284,13 +205,13 @@ impl DataPath {
         if self.gone() {
             return;
         }
-        if let Err(e) = self.backend.flush() {
+        if let Err(e) = self.backend.flush(&self.shared) {
             self.lose_backend(&e);
         }
     }
 
-    /// What the worker must wait for on the backend socket; empty means
-    /// "take it out of epoll" (a hung-up socket would report HUP forever).
+    /// What the worker must wait for on the backend; empty means "take it
+    /// out of epoll" (a hung-up socket would report HUP forever).
     pub(super) fn interest(&self) -> EventSet {
         let mut set = EventSet::empty();
         if self.gone() {
@@ -299,21 +220,21 @@ impl DataPath {
         if !self.rx_waiting {
             set |= EventSet::IN;
         }
-        if !self.backend.tx_pending.is_empty() {
+        if self.backend.has_tx_pending() {
             set |= EventSet::OUT;
         }
         set
     }
 
     /// Sends every chain on the transmit queue to the backend until the
-    /// pending buffer is full; then waits for the socket to drain. Once the
+    /// pending buffer is full; then waits for the backend to drain. Once the
     /// backend is gone, frames are dropped as a NIC without link would.
     pub(super) fn process_tx(&mut self) {
         let mut used_any = false;
         loop {
-            if self.backend.tx_pending.len() >= TX_PENDING_LIMIT {
+            if self.backend.tx_full() {
                 self.flush();
-                if !self.gone() && self.backend.tx_pending.len() >= TX_PENDING_LIMIT {
+                if !self.gone() && self.backend.tx_full() {
                     break;
                 }
             }
@@ -322,17 +243,13 @@ impl DataPath {
             };
             let head = chain.head_index();
             let gone = self.gone();
-            match read_tx_chain(&self.mem, chain, &mut self.tx_frame)
-                .and_then(|()| prepare_tx_frame(head, &mut self.tx_frame))
-            {
-                Ok(frame) if !gone => {
-                    let pending = &mut self.backend.tx_pending;
-                    // At most MAX_FRAME_LEN, checked by read_tx_chain.
-                    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-                    pending.extend_from_slice(&len.to_be_bytes());
-                    pending.extend_from_slice(frame);
-                }
-                Ok(_) => {}
+            let max_frame = self.backend.max_frame_len();
+            match read_tx_chain(&self.mem, chain, &mut self.tx_frame, max_frame).and_then(|()| {
+                self.backend
+                    .check_tx(head, &mut self.tx_frame, self.features)
+            }) {
+                Ok(()) if !gone => self.backend.queue_tx(&mut self.tx_frame),
+                Ok(()) => {}
                 Err(e) => self.guest_error(&e),
             }
             match self.tx.add_used(&self.mem, head, 0) {
@@ -347,47 +264,34 @@ impl DataPath {
     }
 
     /// Delivers the frames the backend sent into receive buffers until the
-    /// buffers run out, the stream has nothing more, or the budget is spent;
-    /// true in the last case, when frames may be left in our buffer.
+    /// buffers run out, the backend has nothing more, or the budget is
+    /// spent; true in the last case, when frames may be left in our buffer.
     pub(super) fn process_rx(&mut self) -> bool {
         let mut used_any = false;
-        let mut delivered = 0;
+        let mut handled = 0;
         let more = loop {
-            if delivered == RX_BUDGET {
+            if handled == RX_BUDGET {
                 break true;
             }
-            let (start, end) = match self.backend.peek_frame() {
-                Ok(Some(range)) => range,
-                Ok(None) => {
-                    if self.gone() {
-                        break false;
-                    }
-                    match self.backend.fill() {
-                        Ok(true) => continue,
-                        Ok(false) => break false,
-                        Err(e) => {
-                            self.lose_backend(&e);
-                            break false;
-                        }
-                    }
+            // Frames read before the backend was lost are still delivered.
+            let read = !self.gone();
+            match self.backend.poll_rx(read, self.features, &self.shared) {
+                Ok(Rx::Ready) => {}
+                Ok(Rx::Empty) => break false,
+                Ok(Rx::Dropped) => {
+                    handled += 1;
+                    continue;
                 }
                 Err(e) => {
-                    // The framing is lost: nothing after this can be trusted.
-                    self.backend.rx_start = 0;
-                    self.backend.rx_end = 0;
                     self.lose_backend(&e);
                     break false;
                 }
-            };
-            self.rx_frame.clear();
-            self.rx_frame.extend_from_slice(&[0; NET_HDR_LEN]);
-            self.rx_frame
-                .extend_from_slice(&self.backend.rx_buf[start..end]);
+            }
             match self.deliver(&mut used_any) {
                 Delivery::Done => {
                     self.rx_waiting = false;
-                    self.backend.consume_frame(end);
-                    delivered += 1;
+                    self.backend.consume_rx();
+                    handled += 1;
                 }
                 Delivery::NoBuffers => {
                     self.rx_waiting = true;
@@ -401,11 +305,17 @@ impl DataPath {
         more
     }
 
-    /// Puts `rx_frame` (a zeroed header, then the frame) into as many
+    /// Puts the backend's ready frame, after its header, into as many
     /// receive chains as it needs: one without MRG_RXBUF.
     fn deliver(&mut self, used_any: &mut bool) -> Delivery {
-        let need = self.rx_frame.len();
-        let max_chains = if self.mrg_rxbuf {
+        let Some(need) = self
+            .backend
+            .rx_packet()
+            .map(|(_, frame)| NET_HDR_LEN + frame.len())
+        else {
+            return Delivery::Done;
+        };
+        let max_chains = if self.acked(VIRTIO_NET_F_MRG_RXBUF) {
             usize::from(self.rx.size())
         } else {
             1
@@ -448,42 +358,27 @@ impl DataPath {
 
         // Bounded by max_chains, which is at most the queue size.
         let num_buffers = u16::try_from(self.rx_chains.len()).unwrap_or(u16::MAX);
-        self.rx_frame[10..12].copy_from_slice(&num_buffers.to_le_bytes());
-        let mut lens = Vec::with_capacity(self.rx_chains.len());
-        let mut offset = 0;
-        let mut seg_start = 0;
-        for &(_, seg_end) in &self.rx_chains {
-            let mut written = 0;
-            for &(addr, len) in &self.rx_segments[seg_start..seg_end] {
-                let n = len.min(need - offset);
-                if n == 0 {
-                    break;
-                }
-                if let Err(e) = self
-                    .mem
-                    .write_slice(&self.rx_frame[offset..offset + n], addr)
-                {
-                    self.guest_error(&NetError::GuestMemory(e));
-                    self.return_chains_empty(used_any);
-                    return Delivery::Done;
-                }
-                offset += n;
-                written += n;
+        let written = match self.backend.rx_packet() {
+            Some((mut hdr, frame)) => {
+                hdr[10..12].copy_from_slice(&num_buffers.to_le_bytes());
+                write_packet(&self.mem, &hdr, frame, &self.rx_segments, &self.rx_chains)
             }
-            seg_start = seg_end;
-            lens.push(written);
-        }
+            None => Ok(Vec::new()),
+        };
+        let lens = match written {
+            Ok(lens) => lens,
+            Err(e) => {
+                self.guest_error(&NetError::GuestMemory(e));
+                self.return_chains_empty(used_any);
+                return Delivery::Done;
+            }
+        };
         for (&(head, _), len) in self.rx_chains.iter().zip(lens) {
             // At most the frame's length.
             let len = u32::try_from(len).unwrap_or(u32::MAX);
             match self.rx.add_used(&self.mem, head, len) {
                 Ok(()) => *used_any = true,
-                Err(source) => {
-                    let e = NetError::UsedRing { head, source };
-                    self.shared
-                        .guest_error
-                        .warn_error(format_args!("virtio-net"), &e);
-                }
+                Err(source) => self.guest_error(&NetError::UsedRing { head, source }),
             }
         }
         Delivery::Done
@@ -494,23 +389,78 @@ impl DataPath {
         for &(head, _) in &self.rx_chains {
             match self.rx.add_used(&self.mem, head, 0) {
                 Ok(()) => *used_any = true,
-                Err(source) => {
-                    let e = NetError::UsedRing { head, source };
-                    self.shared
-                        .guest_error
-                        .warn_error(format_args!("virtio-net"), &e);
-                }
+                Err(source) => self.guest_error(&NetError::UsedRing { head, source }),
             }
         }
         self.rx_chains.clear();
     }
 }
 
-/// Copies a transmit chain's readable buffers, in order, into `out`.
+/// Writes `hdr` and then `frame` over the buffers of the gathered receive
+/// `chains`; returns how many bytes went into each chain.
+fn write_packet(
+    mem: &GuestMemory,
+    hdr: &[u8],
+    frame: &[u8],
+    segments: &[(GuestAddress, usize)],
+    chains: &[(u16, usize)],
+) -> Result<Vec<usize>, GuestMemoryError> {
+    let need = hdr.len() + frame.len();
+    let mut lens = Vec::with_capacity(chains.len());
+    let mut offset = 0;
+    let mut seg_start = 0;
+    for &(_, seg_end) in chains {
+        let mut written = 0;
+        for &(addr, len) in &segments[seg_start..seg_end] {
+            let n = len.min(need - offset);
+            if n == 0 {
+                break;
+            }
+            write_span(mem, addr, [hdr, frame], offset, n)?;
+            offset += n;
+            written += n;
+        }
+        seg_start = seg_end;
+        lens.push(written);
+    }
+    Ok(lens)
+}
+
+/// Writes bytes `offset..offset + len` of `parts`, taken as one, at `addr`.
+fn write_span(
+    mem: &GuestMemory,
+    mut addr: GuestAddress,
+    parts: [&[u8]; 2],
+    mut offset: usize,
+    mut len: usize,
+) -> Result<(), GuestMemoryError> {
+    for part in parts {
+        if len == 0 {
+            break;
+        }
+        let Some(rest) = part.get(offset..) else {
+            offset -= part.len();
+            continue;
+        };
+        let n = len.min(rest.len());
+        mem.write_slice(&rest[..n], addr)?;
+        let step = u64::try_from(n).unwrap_or(u64::MAX);
+        addr = addr
+            .checked_add(step)
+            .ok_or(GuestMemoryError::InvalidGuestAddress(addr))?;
+        offset = 0;
+        len -= n;
+    }
+    Ok(())
+}
+
+/// Copies a transmit chain's readable buffers, in order, into `out`; it may
+/// carry a header and a frame of at most `max_frame` bytes.
 fn read_tx_chain<M>(
     mem: &GuestMemory,
     chain: DescriptorChain<M>,
     out: &mut Vec<u8>,
+    max_frame: usize,
 ) -> Result<(), NetError>
 where
     M: std::ops::Deref,
@@ -524,7 +474,7 @@ where
         }
         let len = usize::try_from(desc.len()).unwrap_or(usize::MAX);
         let total = out.len().saturating_add(len);
-        if total > NET_HDR_LEN + MAX_FRAME_LEN {
+        if total > NET_HDR_LEN + max_frame {
             return Err(NetError::TxTooLong { head, len: total });
         }
         let start = out.len();
@@ -539,68 +489,6 @@ where
         });
     }
     Ok(())
-}
-
-/// Checks the header of a chain read by `read_tx_chain`, completes a partial
-/// checksum, and returns the frame that follows the header.
-fn prepare_tx_frame(head: u16, chain: &mut [u8]) -> Result<&[u8], NetError> {
-    let (hdr, frame) = chain.split_at_mut(NET_HDR_LEN);
-    let gso_type = hdr[1];
-    if gso_type != VIRTIO_NET_HDR_GSO_NONE {
-        return Err(NetError::Gso { head, gso_type });
-    }
-    if hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
-        let csum_start = u16::from_le_bytes([hdr[6], hdr[7]]);
-        let csum_offset = u16::from_le_bytes([hdr[8], hdr[9]]);
-        if !complete_checksum(frame, usize::from(csum_start), usize::from(csum_offset)) {
-            return Err(NetError::BadChecksumRange {
-                head,
-                csum_start,
-                csum_offset,
-                len: frame.len(),
-            });
-        }
-    }
-    Ok(frame)
-}
-
-/// Completes an Internet checksum (RFC 1071) the guest left partial: the
-/// 16-bit field at `start + offset` holds the pseudo-header sum, and the
-/// checksum covers `frame[start..]`. False if the field is out of bounds.
-pub(super) fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> bool {
-    let field = start + offset;
-    if field + 2 > frame.len() {
-        return false;
-    }
-    let mut sum = !fold(ones_sum(&frame[start..]));
-    // A zero UDP checksum means "none"; 0xffff is the same value in one's
-    // complement, and what Linux sends for TCP and UDP alike.
-    if sum == 0 {
-        sum = 0xffff;
-    }
-    frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
-    true
-}
-
-/// The one's complement sum of `data` as big-endian 16-bit words, unfolded.
-fn ones_sum(data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(2);
-    let mut sum: u64 = words
-        .by_ref()
-        .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // The loop leaves at most 16 bits.
-    u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 /// Collects a receive chain's writable buffers into `segments`; returns
@@ -663,7 +551,7 @@ fn set_interest(
 /// The worker: serves both queues and the backend until told to stop, then
 /// hands the backend back.
 pub(super) fn run_worker(mut path: DataPath, kicks: &Kicks, epoll: &Epoll) -> Backend {
-    let fd = path.backend.stream.as_raw_fd();
+    let fd = path.backend.as_raw_fd();
     let mut registered = None;
     let mut events = [EpollEvent::default(); EVENT_BATCH];
     loop {
@@ -730,11 +618,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::vmm::devices::virtio::net::device::offered_features;
+    use crate::vmm::devices::virtio::net::header::*;
     use crate::vmm::devices::virtio::net::test_support::*;
     use crate::vmm::devices::virtio::net::{
-        VIRTIO_NET_F_CSUM, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
+        VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
+        VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
     };
-    use crate::vmm::devices::virtio::VirtioDevice;
+    use crate::vmm::devices::virtio::{VirtioDevice, VIRTIO_F_VERSION_1};
 
     /// Long enough for the worker to have acted on a kick it got.
     const QUIET: Duration = Duration::from_millis(100);
@@ -876,25 +767,6 @@ mod tests {
         assert_eq!(folds_to(pseudo + reference_sum(&sent[34..])), 0xffff);
         let field = 34 + usize::from(csum_offset);
         assert_ne!(sent[field..field + 2], [0, 0], "0 would mean no checksum");
-    }
-
-    #[test]
-    fn checksum_completion_matches_the_rfc_1071_example() {
-        // RFC 1071 §3: these words sum to 0xddf2, so the checksum is 0x220d.
-        let mut data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7, 0, 0];
-        assert!(complete_checksum(&mut data, 0, 8));
-        assert_eq!(data[8..], [0x22, 0x0d]);
-    }
-
-    #[test]
-    fn checksum_field_outside_the_frame_is_refused() {
-        let mut data = [0u8; 20];
-        assert!(!complete_checksum(&mut data, 19, 0));
-        assert!(!complete_checksum(&mut data, 0, 19));
-        assert!(!complete_checksum(&mut data, 21, 0));
-        assert!(!complete_checksum(&mut data, 0xffff, 0xffff));
-        assert_eq!(data, [0; 20]);
-        assert!(complete_checksum(&mut data, 10, 8));
     }
 
     #[test]
@@ -1247,5 +1119,210 @@ mod tests {
             }
         }
         assert_eq!(seen, count);
+    }
+
+    /// Every offload the tap offers, as a driver that takes them all acks.
+    const TAP_OFFLOADS: u64 = offered_features(true) & !(1 << VIRTIO_F_VERSION_1);
+
+    fn tso4_hdr() -> [u8; NET_HDR_LEN] {
+        net_hdr(1, VIRTIO_NET_HDR_GSO_TCPV4, [54, 1448, 34, 16])
+    }
+
+    #[test]
+    fn tso_frame_reaches_the_tap_with_the_guests_header() {
+        let mem = memory();
+        let mut g = Guest::over_tap(&mem, TAP_OFFLOADS);
+        let f = frame(3000);
+        g.send(&tso4_hdr(), &f, 3);
+        g.send(&PLAIN_HDR, &frame(60), 1);
+
+        assert_eq!(g.tap_packet(), (tso4_hdr(), f), "no checksum completed");
+        assert_eq!(g.tap_packet(), (PLAIN_HDR, frame(60)));
+        assert_eq!(g.tx_used(2), vec![(0, 0), (4, 0)]);
+    }
+
+    #[test]
+    fn largest_tso_frame_reaches_the_tap_and_a_larger_one_is_refused() {
+        let mem = memory();
+        let mut g = Guest::over_tap(&mem, TAP_OFFLOADS);
+        g.send(&tso4_hdr(), &frame(MAX_TAP_FRAME_LEN + 1), 1);
+        g.send(&tso4_hdr(), &frame(MAX_TAP_FRAME_LEN), 2);
+
+        let (hdr, f) = g.tap_packet();
+        assert_eq!((hdr, f.len()), (tso4_hdr(), MAX_TAP_FRAME_LEN));
+        assert_eq!(g.tx_used(2).len(), 2);
+    }
+
+    #[test]
+    fn headers_the_driver_may_not_send_drop_their_frame_and_the_tap_keeps_sending() {
+        let mem = memory();
+        // CSUM and HOST_TSO6 only: no TSO over IPv4, no ECN.
+        let mut g = Guest::over_tap(&mem, 1 << VIRTIO_NET_F_CSUM | 1 << VIRTIO_NET_F_HOST_TSO6);
+        for hdr in [
+            tso4_hdr(),
+            net_hdr(1, VIRTIO_NET_HDR_GSO_TCPV6 | 0x80, [74, 1428, 54, 16]),
+            net_hdr(1, 3, [42, 1400, 34, 6]),
+            net_hdr(1, 0x42, [42, 1400, 34, 6]),
+            net_hdr(1, VIRTIO_NET_HDR_GSO_TCPV6, [3001, 1428, 54, 16]),
+            net_hdr(1, VIRTIO_NET_HDR_GSO_TCPV6, [74, 1428, 2999, 0]),
+            net_hdr(1, 0, [0, 0, 0xffff, 0xffff]),
+        ] {
+            g.send(&hdr, &frame(3000), 1);
+        }
+        let tso6 = net_hdr(1, VIRTIO_NET_HDR_GSO_TCPV6, [74, 1428, 54, 16]);
+        g.send(&tso6, &frame(3000), 1);
+
+        assert_eq!(g.tap_packet(), (tso6, frame(3000)));
+        let used = g.tx_used(8);
+        assert_eq!(used.len(), 8);
+        assert!(!g.net.backend_gone());
+    }
+
+    #[test]
+    fn tso_frame_from_the_tap_reaches_the_guest_with_its_header_and_num_buffers() {
+        let mem = memory();
+        let mut g = Guest::over_tap(&mem, MRG | TAP_OFFLOADS);
+        let heads = g.add_rx_buffers(4, 1024);
+        // num_buffers as the tap leaves it is whatever: the device sets it.
+        let mut hdr = tso4_hdr();
+        hdr[10] = 0x77;
+        g.tap_send(&hdr, &frame(3000));
+
+        let used = g.rx_used(3);
+        assert_eq!(used.iter().map(|&(_, l)| l).sum::<u32>(), 3012);
+        let got = read(&mem, rx_buffer(heads[0]), NET_HDR_LEN);
+        assert_eq!(got[..10], tso4_hdr()[..10]);
+        assert_eq!(rx_header(&mem, rx_buffer(heads[0])).2, 3);
+        let mut body = read(&mem, rx_buffer(heads[0]) + 12, 1012);
+        body.extend(read(&mem, rx_buffer(heads[1]), 1024));
+        body.extend(read(&mem, rx_buffer(heads[2]), 964));
+        assert_eq!(body, frame(3000));
+    }
+
+    #[test]
+    fn tso_frame_without_mrg_rxbuf_needs_a_buffer_of_65562_bytes() {
+        let mem = memory();
+        let mut g = Guest::over_tap(
+            &mem,
+            1 << VIRTIO_NET_F_GUEST_CSUM | 1 << VIRTIO_NET_F_GUEST_TSO4,
+        );
+        let small = g.add_rx_buffers(1, 2048);
+        g.tap_send(&tso4_hdr(), &frame(MAX_TAP_FRAME_LEN));
+        g.tap_send(&PLAIN_HDR, &frame(100));
+        // Too small: the big frame is dropped, the buffer kept for the next.
+        assert_eq!(g.rx_used(1), vec![(u32::from(small[0]), 112)]);
+
+        let big_at = 0x90_0000;
+        let big = g.offer_rx_chain(&[
+            desc(big_at, 12, VRING_DESC_F_WRITE),
+            desc(big_at + 12, 65550, VRING_DESC_F_WRITE),
+        ]);
+        g.net.queue_notify(0);
+        g.tap_send(&tso4_hdr(), &frame(MAX_TAP_FRAME_LEN));
+        assert_eq!(g.rx_used(1), vec![(u32::from(big), 65562)]);
+        assert_eq!(rx_header(&mem, big_at), (1, VIRTIO_NET_HDR_GSO_TCPV4, 1));
+        assert_eq!(
+            read(&mem, big_at + 12, MAX_TAP_FRAME_LEN),
+            frame(MAX_TAP_FRAME_LEN)
+        );
+        assert!(!g.net.backend_gone());
+    }
+
+    #[test]
+    fn partial_checksum_from_the_tap_is_completed_for_a_driver_without_guest_csum() {
+        let mem = memory();
+        let mut g = Guest::over_tap(&mem, 0);
+        let heads = g.add_rx_buffers(1, 2048);
+        let (f, csum_offset, pseudo) = partial_ipv4(17, &[0xcd; 33]);
+        // DATA_VALID too: a driver without GUEST_CSUM gets flags 0.
+        let mut hdr = needs_csum_hdr(34, csum_offset);
+        hdr[0] |= VIRTIO_NET_HDR_F_DATA_VALID;
+        g.tap_send(&hdr, &f);
+
+        let len = f.len();
+        assert_eq!(g.rx_used(1), vec![(u32::from(heads[0]), 12 + len as u32)]);
+        assert_eq!(rx_header(&mem, rx_buffer(heads[0])), (0, 0, 1));
+        let got = read(&mem, rx_buffer(heads[0]) + 12, len);
+        assert_eq!(folds_to(pseudo + reference_sum(&got[34..])), 0xffff);
+    }
+
+    #[test]
+    fn partial_checksum_from_the_tap_passes_to_a_driver_with_guest_csum() {
+        let mem = memory();
+        let mut g = Guest::over_tap(&mem, 1 << VIRTIO_NET_F_GUEST_CSUM);
+        let heads = g.add_rx_buffers(1, 2048);
+        let (f, csum_offset, _) = partial_ipv4(6, b"x");
+        g.tap_send(&needs_csum_hdr(34, csum_offset), &f);
+
+        g.rx_used(1);
+        let got = read(&mem, rx_buffer(heads[0]), NET_HDR_LEN + f.len());
+        assert_eq!(got[..10], needs_csum_hdr(34, csum_offset)[..10]);
+        assert_eq!(got[NET_HDR_LEN..], f, "left partial for the guest");
+    }
+
+    #[test]
+    fn frames_from_the_tap_the_driver_cannot_take_are_dropped_and_the_next_arrives() {
+        let mem = memory();
+        // GUEST_CSUM only: no segments.
+        let mut g = Guest::over_tap(&mem, 1 << VIRTIO_NET_F_GUEST_CSUM);
+        let heads = g.add_rx_buffers(1, 0x1000);
+        g.tap_send(&tso4_hdr(), &frame(3000));
+        g.tap_send(&net_hdr(1, 0, [0, 0, 0xffff, 0xffff]), &frame(100));
+        g.tap_send(&PLAIN_HDR, &frame(8));
+        g.tap_send(&PLAIN_HDR, &frame(100));
+
+        assert_eq!(g.rx_used(1), vec![(u32::from(heads[0]), 112)]);
+        assert_eq!(read(&mem, rx_buffer(heads[0]) + 12, 100), frame(100));
+        assert!(!g.net.backend_gone());
+    }
+
+    #[test]
+    fn slow_tap_holds_back_transmit_chains_without_losing_frames() {
+        let mem = memory();
+        let mut g = Guest::over_tap(&mem, TAP_OFFLOADS);
+        let count = 40;
+        for i in 0..count {
+            let mut f = frame(60_000);
+            f[14] = i;
+            g.send(&PLAIN_HDR, &f, 1);
+        }
+        // The socket's buffer and the pending limit hold well under 2.4 MB.
+        assert!(wait_until(|| g.tx.used_idx(&mem) > 0));
+        std::thread::sleep(QUIET);
+        let held = g.tx.used_idx(&mem);
+        assert!(held < u16::from(count), "all {held} chains taken");
+
+        for i in 0..count {
+            let (hdr, f) = g.tap_packet();
+            assert_eq!((hdr, f.len(), f[14]), (PLAIN_HDR, 60_000, i));
+        }
+        assert_eq!(g.tx_used(usize::from(count)).len(), usize::from(count));
+        assert!(!g.net.backend_gone());
+    }
+
+    #[test]
+    fn tap_that_goes_away_shows_the_link_down() {
+        let mem = memory();
+        let mut g = Guest::over_tap(&mem, 1 << VIRTIO_NET_F_STATUS);
+        g.peer.shutdown(Shutdown::Both).unwrap();
+
+        assert!(wait_until(|| g.net.backend_gone()));
+        assert!(wait_until(|| g.interrupt.config() == 1));
+        g.send(&tso4_hdr(), &frame(3000), 1);
+        assert_eq!(g.tx_used(1), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn tap_backend_survives_a_reset_with_a_frame_waiting() {
+        let mem = memory();
+        let mut g = Guest::over_tap(&mem, 0);
+        g.tap_send(&PLAIN_HDR, &frame(500));
+        std::thread::sleep(QUIET);
+        g.reactivate(0);
+        let heads = g.add_rx_buffers(1, 2048);
+
+        assert_eq!(g.rx_used(1), vec![(u32::from(heads[0]), 512)]);
+        assert_eq!(read(&mem, rx_buffer(heads[0]) + 12, 500), frame(500));
+        assert!(!g.net.backend_gone());
     }
 }

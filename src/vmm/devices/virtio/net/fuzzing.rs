@@ -3,20 +3,29 @@
 //! hand-built split rings, and assert that everything the device hands to
 //! either side is well formed.
 
-use std::io::{Read, Write};
+use std::ffi::c_int;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64};
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::device::Shared;
-use super::event_handler::{
-    Backend, DataPath, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HDR_LEN, PREFIX_LEN,
+use super::backend::{Backend, PREFIX_LEN};
+use super::device::{
+    negotiate, offered_features, Shared, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM,
+    VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_STATUS,
 };
-use super::VIRTIO_NET_S_LINK_UP;
-use crate::vmm::devices::virtio::{GuestMemory, Interrupt, WarnOnce};
+use super::event_handler::DataPath;
+use super::header::{
+    check_tap_tx, Offloads, MAX_FRAME_LEN, MAX_TAP_FRAME_LEN, MIN_FRAME_LEN, NET_HDR_LEN,
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+};
+use crate::vmm::devices::virtio::{GuestMemory, Interrupt, VIRTIO_F_VERSION_1};
 
 const RING: u16 = 16;
 const MEM_SIZE: usize = 0x10_0000;
@@ -25,7 +34,7 @@ const RX_BUFFERS: u16 = 8;
 const RX_BUF_LEN: u32 = 2048;
 const RX_DATA: u64 = 0x1_0000;
 const TX_DATA: u64 = 0x2_0000;
-const TX_DATA_LEN: usize = NET_HDR_LEN + MAX_FRAME_LEN + 16;
+const TX_DATA_LEN: usize = NET_HDR_LEN + MAX_TAP_FRAME_LEN + 16;
 
 struct NoInterrupt;
 
@@ -101,6 +110,62 @@ impl Ring {
     }
 }
 
+/// A connected pair of Unix sockets of one message per read, the way a tap
+/// hands over one frame per read: the tests' and the fuzzer's tap.
+pub(super) fn packet_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as c_int; 2];
+    // SAFETY: socketpair writes two file descriptors into the array it is
+    // given, which has room for two and lives across the call.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded, so both are open descriptors that
+    // nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The features a session's mode byte asks for: bit 0 MRG_RXBUF, bit 1 the
+/// tap, bit 2 the guest's offloads, bit 3 the host's (the tap's only).
+fn session_features(mode: u8) -> (bool, u64) {
+    let tap = mode & 2 != 0;
+    let mut features = 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_STATUS;
+    let pick = [
+        (1, vec![VIRTIO_NET_F_MRG_RXBUF]),
+        (
+            4,
+            vec![
+                VIRTIO_NET_F_GUEST_CSUM,
+                VIRTIO_NET_F_GUEST_TSO4,
+                VIRTIO_NET_F_GUEST_TSO6,
+                VIRTIO_NET_F_GUEST_ECN,
+            ],
+        ),
+        (
+            8,
+            vec![
+                VIRTIO_NET_F_CSUM,
+                VIRTIO_NET_F_HOST_TSO4,
+                VIRTIO_NET_F_HOST_TSO6,
+                VIRTIO_NET_F_HOST_ECN,
+            ],
+        ),
+    ];
+    for (mask, bits) in pick {
+        if mode & mask != 0 {
+            features |= bits.iter().fold(0, |f, &b| f | 1 << b);
+        }
+    }
+    (tap, negotiate(offered_features(tap), features))
+}
+
 /// The data path over hand-driven queues, and the backend's end.
 struct Session {
     mem: GuestMemory,
@@ -109,38 +174,43 @@ struct Session {
     tx_first: u16,
     path: DataPath,
     peer: Option<UnixStream>,
-    /// Bytes the device wrote to the backend, not yet checked.
+    /// The backend is a tap (a socket of one frame per message).
+    tap: bool,
+    features: u64,
+    /// Bytes the device wrote to the stream, not yet checked.
     from_device: Vec<u8>,
-    mrg_rxbuf: bool,
-    /// Buffers still to come of the frame being received; `None` once a
-    /// raw chain made it unknown.
-    rx_following: Option<u16>,
+    /// The frame being received: its header, the bytes seen so far, and
+    /// the buffers still to come; `None` once a raw chain made it unknown.
+    rx_frame: Option<([u8; NET_HDR_LEN], usize, u16)>,
 }
 
 impl Session {
-    fn new(mrg_rxbuf: bool) -> Option<Session> {
+    fn new(mode: u8) -> Option<Session> {
+        let (tap, features) = session_features(mode);
         let mem: GuestMemory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).ok()?;
         let rx = Ring::at(0x0);
         let tx = Ring::at(0x3000);
-        let (ours, peer) = UnixStream::pair().ok()?;
+        let (ours, peer) = if tap {
+            let (ours, peer) = packet_pair().ok()?;
+            (UnixStream::from(ours), UnixStream::from(peer))
+        } else {
+            UnixStream::pair().ok()?
+        };
         ours.set_nonblocking(true).ok()?;
         peer.set_nonblocking(true).ok()?;
-        let shared = Arc::new(Shared {
-            status: AtomicU16::new(VIRTIO_NET_S_LINK_UP),
-            gone: AtomicBool::new(false),
-            guest_error: WarnOnce::default(),
-            host_error: WarnOnce::default(),
-            wakeups: AtomicU64::new(0),
-        });
+        let backend = if tap {
+            Backend::tap(File::from(OwnedFd::from(ours)), false)
+        } else {
+            Backend::stream(ours)
+        };
         let path = DataPath::new(
             mem.clone(),
             rx.queue(),
             tx.queue(),
             Arc::new(NoInterrupt),
-            Backend::new(ours),
-            mrg_rxbuf,
-            true,
-            shared,
+            backend,
+            features,
+            Arc::new(Shared::new()),
         );
         let mut s = Session {
             mem,
@@ -149,14 +219,19 @@ impl Session {
             tx_first: 0,
             path,
             peer: Some(peer),
+            tap,
+            features,
             from_device: Vec::new(),
-            mrg_rxbuf,
-            rx_following: Some(0),
+            rx_frame: Some(([0; NET_HDR_LEN], 0, 0)),
         };
         for i in 0..RX_BUFFERS {
             s.rx.push(&s.mem, i, &[(rx_addr(i), RX_BUF_LEN, 2)]);
         }
         Some(s)
+    }
+
+    fn mrg_rxbuf(&self) -> bool {
+        self.features & 1 << VIRTIO_NET_F_MRG_RXBUF != 0
     }
 
     /// Puts `bytes` (header and frame) on the TX queue split over `parts`
@@ -186,8 +261,13 @@ impl Session {
         self.check_backend();
     }
 
-    /// Everything the device wrote to the backend is length-prefixed frames.
+    /// Everything the device wrote to the backend is frames: length-prefixed
+    /// on the stream, one a message with a header it accepts on the tap.
     fn check_backend(&mut self) {
+        if self.tap {
+            self.check_tap();
+            return;
+        }
         if let Some(peer) = self.peer.as_mut() {
             let mut buf = [0u8; 8192];
             while let Ok(n @ 1..) = peer.read(&mut buf) {
@@ -207,9 +287,30 @@ impl Session {
         }
     }
 
+    fn check_tap(&mut self) {
+        let Some(peer) = self.peer.as_mut() else {
+            return;
+        };
+        let mut buf = vec![0u8; NET_HDR_LEN + MAX_TAP_FRAME_LEN + 1];
+        while let Ok(n @ 1..) = peer.read(&mut buf) {
+            assert!(
+                (NET_HDR_LEN + MIN_FRAME_LEN..=NET_HDR_LEN + MAX_TAP_FRAME_LEN).contains(&n),
+                "packet of {n} bytes to the tap"
+            );
+            let mut packet = buf[..n].to_vec();
+            let host = Offloads::host(self.features);
+            assert!(
+                check_tap_tx(0, &mut packet, host).is_ok(),
+                "the tap got a header the driver could not send: {:?}",
+                &packet[..NET_HDR_LEN]
+            );
+            assert_eq!(packet, buf[..n], "the header went out unchecked");
+        }
+    }
+
     /// Every RX buffer the device used holds at most its length, and each
-    /// frame starts with a plain header whose num_buffers matches the
-    /// buffers that follow; our own buffers go back to the queue.
+    /// frame starts with a header the driver negotiated whose num_buffers
+    /// matches the buffers that follow; our own buffers go back to the queue.
     fn check_rx(&mut self) {
         let used = self.rx.take_used(&self.mem);
         for (id, len) in used {
@@ -222,28 +323,52 @@ impl Session {
             }
             if slot >= RX_BUFFERS {
                 // A raw chain: we do not know its layout, nor where frames start.
-                self.rx_following = None;
+                self.rx_frame = None;
                 continue;
             }
             assert!(len <= RX_BUF_LEN, "{len} bytes overflow a buffer");
-            match self.rx_following {
-                Some(0) => {
-                    assert!(len as usize >= NET_HDR_LEN, "{len} bytes hold no header");
+            let len = len as usize;
+            match self.rx_frame {
+                Some((_, _, 0)) => {
+                    assert!(len >= NET_HDR_LEN, "{len} bytes hold no header");
                     let mut hdr = [0u8; NET_HDR_LEN];
                     let _ = self.mem.read_slice(&mut hdr, GuestAddress(rx_addr(slot)));
-                    assert_eq!(hdr[..10], [0; 10], "flags 0, gso_type NONE");
                     let num_buffers = u16::from_le_bytes([hdr[10], hdr[11]]);
                     assert!(num_buffers >= 1);
-                    if !self.mrg_rxbuf {
+                    if !self.mrg_rxbuf() {
                         assert_eq!(num_buffers, 1);
                     }
-                    self.rx_following = Some(num_buffers - 1);
+                    self.rx_frame = Some((hdr, len - NET_HDR_LEN, num_buffers - 1));
                 }
-                Some(n) => self.rx_following = Some(n - 1),
+                Some((hdr, seen, n)) => self.rx_frame = Some((hdr, seen + len, n - 1)),
                 None => {}
+            }
+            if let Some((hdr, frame_len, 0)) = self.rx_frame {
+                self.check_rx_header(&hdr, frame_len);
             }
             self.rx
                 .push(&self.mem, slot, &[(rx_addr(slot), RX_BUF_LEN, 2)]);
+        }
+    }
+
+    /// A whole frame's header names only what the driver takes.
+    fn check_rx_header(&self, hdr: &[u8; NET_HDR_LEN], frame_len: usize) {
+        if !self.tap {
+            assert_eq!(hdr[..10], [0; 10], "flags 0, gso_type NONE");
+            return;
+        }
+        let guest = Offloads::guest(self.features);
+        let allowed = if guest.csum {
+            VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID
+        } else {
+            0
+        };
+        assert_eq!(hdr[0] & !allowed, 0, "flags {:#x} to the guest", hdr[0]);
+        assert!(guest.allows(hdr[1]), "gso_type {:#x} to the guest", hdr[1]);
+        if hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+            let field = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]))
+                + usize::from(u16::from_le_bytes([hdr[8], hdr[9]]));
+            assert!(field + 2 <= frame_len, "checksum field past the frame");
         }
     }
 
@@ -257,24 +382,30 @@ impl Session {
 }
 
 /// Feeds `data` to the device as one guest transmit chain (header and
-/// frame), once in one descriptor and once in three.
+/// frame), once in one descriptor and once in three, to the stream and to
+/// the tap with every offload negotiated.
 pub fn guest_tx(data: &[u8]) {
-    for parts in [1, 3] {
-        let Some(mut s) = Session::new(true) else {
-            return;
-        };
-        s.tx_packet(data, parts);
+    for mode in [1, 1 | 2 | 4 | 8] {
+        for parts in [1, 3] {
+            let Some(mut s) = Session::new(mode) else {
+                return;
+            };
+            s.tx_packet(data, parts);
+        }
     }
 }
 
 /// Reads input as records and plays them against one session: guest
 /// transmit chains (whole, split, or raw descriptors), raw receive chains,
-/// and the backend's moves. The first byte picks MRG_RXBUF.
+/// and the backend's moves. The first byte picks the backend and the
+/// features: bit 0 MRG_RXBUF, bit 1 the tap, bit 2 the guest's offloads
+/// (GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN), bit 3 the host's (CSUM,
+/// HOST_TSO4/6, HOST_ECN; the stream takes CSUM only).
 pub fn guest_session(data: &[u8]) {
     let Some((&mode, mut input)) = data.split_first() else {
         return;
     };
-    let Some(mut s) = Session::new(mode & 1 != 0) else {
+    let Some(mut s) = Session::new(mode) else {
         return;
     };
     while let Some((&kind, rest)) = input.split_first() {
@@ -303,22 +434,34 @@ pub fn guest_session(data: &[u8]) {
                     s.check_rx();
                 }
             }
-            // The backend sends a well-formed frame.
+            // The backend sends a frame: length-prefixed on the stream; on
+            // the tap, one packet whose header the record holds.
             6 => {
                 let Some(bytes) = take_record(&mut input) else {
                     return;
                 };
                 let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                let mut framed = len.to_be_bytes().to_vec();
+                let mut framed = if s.tap {
+                    Vec::new()
+                } else {
+                    len.to_be_bytes().to_vec()
+                };
                 framed.extend_from_slice(bytes);
                 s.backend_write(&framed);
             }
-            // The backend sends raw bytes.
+            // The backend sends raw bytes; on the tap, a frame after a
+            // plain header.
             7 => {
                 let Some(bytes) = take_record(&mut input) else {
                     return;
                 };
-                s.backend_write(bytes);
+                let mut packet = if s.tap {
+                    vec![0; NET_HDR_LEN]
+                } else {
+                    Vec::new()
+                };
+                packet.extend_from_slice(bytes);
+                s.backend_write(&packet);
             }
             // The backend goes away.
             8 => {
@@ -391,11 +534,71 @@ mod tests {
         guest_tx(&tx_bytes(MAX_FRAME_LEN + 1, [0; NET_HDR_LEN]));
         guest_tx(&[]);
         guest_tx(&[0xff; 20]);
+        // Segmentation: valid, unknown type, hdr_len and checksum past the frame.
+        guest_tx(&tx_bytes(3000, [1, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0, 0, 0]));
+        guest_tx(&tx_bytes(
+            3000,
+            [1, 0x85, 54, 0, 0xa8, 5, 34, 0, 16, 0, 0, 0],
+        ));
+        guest_tx(&tx_bytes(
+            3000,
+            [1, 4, 0xff, 0xff, 0xa8, 5, 54, 0, 16, 0, 0, 0],
+        ));
+        guest_tx(&tx_bytes(
+            3000,
+            [1, 4, 74, 0, 0xa8, 5, 0xff, 0xff, 16, 0, 0, 0],
+        ));
+        guest_tx(&tx_bytes(3000, [0, 1, 54, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        guest_tx(&tx_bytes(
+            MAX_TAP_FRAME_LEN,
+            [1, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0, 0, 0],
+        ));
+    }
+
+    fn record(input: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
+        input.push(kind);
+        input.extend_from_slice(&u16::try_from(bytes.len()).unwrap().to_le_bytes());
+        input.extend_from_slice(bytes);
+    }
+
+    #[test]
+    fn fuzz_session_plays_the_tap_sending_good_and_bad_headers() {
+        // Every mix of MRG_RXBUF and the guest's and host's offloads.
+        for mode in (0u8..16).filter(|m| m & 2 != 0) {
+            let mut input = vec![mode];
+            record(
+                &mut input,
+                0,
+                &tx_bytes(3000, [1, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0, 0, 0]),
+            );
+            record(
+                &mut input,
+                1,
+                &tx_bytes(60, [1, 0, 0, 0, 0, 0, 0xff, 0xff, 16, 0, 0, 0]),
+            );
+            for hdr in [
+                [1u8, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0, 9, 9],
+                [3, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0],
+                [1, 0x81, 54, 0, 0xa8, 5, 34, 0, 16, 0, 0, 0],
+                [1, 3, 42, 0, 0xa8, 5, 34, 0, 6, 0, 0, 0],
+                [1, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+                [0, 4, 74, 0, 0xa8, 5, 0, 0, 0, 0, 0, 0],
+            ] {
+                // 1500 fits a receive buffer, 3000 only merged ones.
+                record(&mut input, 6, &tx_bytes(1500, hdr)[..]);
+                record(&mut input, 6, &tx_bytes(3000, hdr)[..]);
+            }
+            record(&mut input, 6, &[0; 20]);
+            record(&mut input, 7, &[0xee; 100]);
+            input.push(9);
+            input.push(8);
+            guest_session(&input);
+        }
     }
 
     #[test]
     fn fuzz_session_plays_every_record_kind() {
-        for mode in [0u8, 1] {
+        for mode in [0u8, 1, 2, 3, 14, 15] {
             let mut input = vec![mode];
             let tx = tx_bytes(60, [0; NET_HDR_LEN]);
             for kind in 0u8..4 {

@@ -1,6 +1,7 @@
 //! Driver-side helpers shared by the device's tests: a guest over mock
 //! queues, and the backend's peer end of the stream.
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::event_handler::NET_HDR_LEN;
+use super::fuzzing::packet_pair;
+use super::header::{MAX_TAP_FRAME_LEN, NET_HDR_LEN};
 use super::{Net, QUEUE_SIZE};
 use crate::vmm::devices::virtio::{GuestMemory, VirtioDevice};
 
@@ -135,11 +137,29 @@ pub struct Guest<'a> {
 }
 
 impl<'a> Guest<'a> {
-    /// A device with `features` acknowledged (VERSION_1 is added).
+    /// A device over the stream with `features` acknowledged (VERSION_1 is
+    /// added).
     pub fn new(mem: &'a GuestMemory, features: u64) -> Guest<'a> {
         let (ours, peer) = UnixStream::pair().unwrap();
+        Guest::activated(mem, Net::new(ours, MAC), peer, features)
+    }
+
+    /// A device over a socket of one frame per message that stands in for
+    /// a tap, `peer` being the tap's far end (the host's stack).
+    pub fn over_tap(mem: &'a GuestMemory, features: u64) -> Guest<'a> {
+        let (ours, peer) = packet_pair().unwrap();
+        let net = Net::with_tap_stand_in(File::from(ours), MAC);
+        Guest::activated(mem, net, UnixStream::from(peer), features)
+    }
+
+    /// Activates `net` with `features` acknowledged (VERSION_1 is added).
+    pub fn activated(
+        mem: &'a GuestMemory,
+        mut net: Net,
+        peer: UnixStream,
+        features: u64,
+    ) -> Guest<'a> {
         peer.set_read_timeout(Some(PATIENCE)).unwrap();
-        let mut net = Net::new(ours, MAC);
         net.ack_features(features | 1 << 32);
         let rx = GuestQueue::new(mem, RX_RING);
         let tx = GuestQueue::new(mem, TX_RING);
@@ -258,6 +278,24 @@ impl<'a> Guest<'a> {
         self.peer.write_all(&len.to_be_bytes()).unwrap();
         self.peer.write_all(frame).unwrap();
     }
+
+    /// Reads one packet, header and frame, from the tap's far end.
+    pub fn tap_packet(&mut self) -> ([u8; NET_HDR_LEN], Vec<u8>) {
+        let mut buf = vec![0; NET_HDR_LEN + MAX_TAP_FRAME_LEN + 1];
+        let n = self.peer.read(&mut buf).unwrap();
+        let hdr = *buf.first_chunk::<NET_HDR_LEN>().unwrap();
+        buf.truncate(n);
+        buf.drain(..NET_HDR_LEN);
+        (hdr, buf)
+    }
+
+    /// The tap's far end sends `hdr` and `frame` as one packet.
+    pub fn tap_send(&mut self, hdr: &[u8; NET_HDR_LEN], frame: &[u8]) {
+        let mut packet = hdr.to_vec();
+        packet.extend_from_slice(frame);
+        let n = self.peer.write(&packet).unwrap();
+        assert_eq!(n, packet.len());
+    }
 }
 
 /// Where the one-buffer RX chain with head `head` has its buffer.
@@ -283,6 +321,18 @@ pub fn frame(len: usize) -> Vec<u8> {
 
 /// A header with no flags and no offload.
 pub const PLAIN_HDR: [u8; NET_HDR_LEN] = [0; NET_HDR_LEN];
+
+/// A header: flags, gso_type, then hdr_len, gso_size, csum_start and
+/// csum_offset.
+pub fn net_hdr(flags: u8, gso_type: u8, fields: [u16; 4]) -> [u8; NET_HDR_LEN] {
+    let mut h = [0u8; NET_HDR_LEN];
+    h[0] = flags;
+    h[1] = gso_type;
+    for (i, v) in fields.into_iter().enumerate() {
+        h[2 + 2 * i..4 + 2 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    h
+}
 
 impl Guest<'_> {
     /// Resets the device and activates it again on fresh queues with

@@ -8,8 +8,7 @@ mod common;
 mod common_debian;
 mod common_registry;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -30,33 +29,12 @@ fn ok(args: &[&str]) -> String {
     env().ok(args)
 }
 
-/// One HTTP GET of `path` from 127.0.0.1:`port`; the whole response.
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
+    common_debian::http_get(&format!("127.0.0.1:{port}"), path)
 }
 
-/// Polls until the published port answers with a page; the response.
 fn page_on(port: u16, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match http_get(port, path) {
-            Ok(r) if r.starts_with("HTTP/1.1 200") => return r,
-            r => assert!(
-                Instant::now() < deadline,
-                "127.0.0.1:{port}{path} never answered with a page (last: {r:?})\n{}",
-                common::box_logs(env().home.path(), 30)
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    env().page_on(&format!("127.0.0.1:{port}"), path)
 }
 
 /// The pids of passt processes serving boxes of this test's state directory:
@@ -161,28 +139,7 @@ fn nginx_answers_on_a_published_port_and_rm_frees_it() {
 #[test]
 #[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
 fn a_box_reaches_the_hosts_server_through_the_gateway_by_name() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nfrom-the-host\n");
-        }
-    });
-    let url = format!("http://hostbox:{port}/");
-    let out = a3s(&[
-        "run",
-        "--rm",
-        "--add-host",
-        "hostbox:host-gateway",
-        IMAGE,
-        "curl",
-        "-fsS",
-        "--max-time",
-        "20",
-        &url,
-    ]);
+    let out = env().curl_host_server("127.0.0.1", &[]);
     assert_eq!(stdout(&out), "from-the-host\n", "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0));
     no_passt_left();

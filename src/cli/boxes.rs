@@ -421,7 +421,7 @@ fn ps_item(cfg: &BoxConfig, st: &BoxState, trunc: bool, size: Option<String>) ->
         "Names": cfg.name,
         "Labels": labels.join(","),
         "Mounts": "",
-        "Networks": cfg.network.mode.name(),
+        "Networks": crate::net::network_name(cfg),
     })
 }
 
@@ -695,7 +695,7 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
                 "Name": cfg.restart.name(),
                 "MaximumRetryCount": cfg.restart.max_retries(),
             },
-            "NetworkMode": cfg.network.mode.name(),
+            "NetworkMode": crate::net::network_name(&cfg),
             "PortBindings": crate::net::ports::inspect_port_bindings(&cfg.network.ports),
             "Dns": cfg.network.dns,
             "DnsSearch": cfg.network.dns_search,
@@ -733,16 +733,26 @@ fn network_settings(cfg: &BoxConfig, st: &BoxState) -> Value {
     let addr = network::address(cfg).filter(|_| running);
     let text = |v: Option<String>| v.unwrap_or_default();
     let ip = text(addr.map(|a| a.to_string()));
-    let gateway = text(addr.map(|_| network::GATEWAY.to_string()));
-    let prefix = if addr.is_some() { network::PREFIX } else { 0 };
-    let mac = text(addr.map(|_| network::format_mac(network::mac(&cfg.id))));
+    let gateway = text(addr.and(network::gateway(cfg)).map(|g| g.to_string()));
+    let prefix = if addr.is_some() {
+        network::prefix(cfg)
+    } else {
+        0
+    };
+    let mac = text(addr.map(|_| network::format_mac(network::box_mac(cfg))));
     let mut networks = serde_json::Map::new();
-    networks.insert(
-        cfg.network.mode.name().to_string(),
-        json!({
-            "IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac,
-        }),
-    );
+    let mut entry = json!({
+        "IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac,
+    });
+    if let Some(a) = &cfg.network.attachment {
+        entry["NetworkID"] = json!(a.network);
+        entry["Aliases"] = json!(a.aliases);
+        let mut names = vec![cfg.name.clone(), cfg.id[..12].to_string()];
+        names.extend(a.aliases.iter().cloned());
+        entry["DNSNames"] = json!(names);
+        entry["IPAMConfig"] = json!({ "IPv4Address": a.ip.to_string() });
+    }
+    networks.insert(network::network_name(cfg).to_string(), entry);
     json!({
         "IPAddress": ip,
         "IPPrefixLen": prefix,
@@ -796,18 +806,28 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    print_inspected(&out, template.as_ref())?;
+    Ok(i32::from(failed))
+}
+
+/// What `inspect` commands print: each object through the template, or
+/// all of them as one indented JSON array.
+pub(crate) fn print_inspected(
+    out: &[Value],
+    template: Option<&super::template::Template>,
+) -> anyhow::Result<()> {
     match template {
         Some(t) => {
-            for v in &out {
+            for v in out {
                 println!("{}", t.render(v)?);
             }
         }
         None => println!(
             "{}",
-            serde_json::to_string_pretty(&out).expect("JSON values serialise")
+            serde_json::to_string_pretty(out).expect("JSON values serialise")
         ),
     }
-    Ok(i32::from(failed))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod image;
 mod install;
 mod layer;
 mod logs;
+mod network;
 mod run;
 mod session;
 mod shim;
@@ -130,6 +131,7 @@ enum Command {
     Top(stats::TopArgs),
     Pause(stats::PauseArgs),
     Unpause(stats::UnpauseArgs),
+    Network(network::NetworkArgs),
 }
 
 /// Parses with argh, printing help or the parse error as argh does.
@@ -182,6 +184,14 @@ fn expand_grouped_switches(args: &[&str]) -> Vec<String> {
                 "--health-timeout",
                 "--health-retries",
                 "--health-start-period",
+                "--network",
+                "-p",
+                "--dns",
+                "--dns-search",
+                "--add-host",
+                "--ip",
+                "--network-alias",
+                "--mac-address",
             ],
         ),
         Some(&"cp") => return layer::cp_args(args),
@@ -255,7 +265,8 @@ fn cli_main(args: &[&str]) -> i32 {
         | Command::Unpause(_)
         | Command::Events(_)
         | Command::SystemPrune(_)
-        | Command::ContainerUpdate(_) => 1,
+        | Command::ContainerUpdate(_)
+        | Command::Network(_) => 1,
         _ => EXIT_FAILURE,
     };
     let result = match cli.command {
@@ -290,6 +301,7 @@ fn cli_main(args: &[&str]) -> i32 {
         Command::Load(a) => image::load(a),
         Command::Logs(a) => logs::logs(a),
         Command::Diff(a) => layer::diff(a),
+        Command::Network(a) => network::main(a),
         Command::Export(a) => layer::export(a),
         Command::Cp(a) => layer::cp(a),
         Command::Commit(a) => layer::commit(a),

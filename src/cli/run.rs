@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use argh::FromArgs;
 
+use crate::net::bridge::{self, Networks};
 use crate::net::ports;
 use crate::oci::manifest::ImageConfig;
 use crate::oci::reference::Reference;
@@ -91,9 +92,19 @@ pub struct RunArgs {
     /// host name inside the box
     #[argh(option, short = 'h')]
     hostname: Option<String>,
-    /// network: passt (default: user-mode networking, no root needed) or none
+    /// network: passt (default: user-mode networking, no root needed), none,
+    /// bridge, or a network made with `network create` (root)
     #[argh(option, default = "String::from(\"passt\")")]
     network: String,
+    /// the box's IPv4 address on its user network
+    #[argh(option)]
+    ip: Option<String>,
+    /// another name the box answers to on its user network (repeatable)
+    #[argh(option)]
+    network_alias: Vec<String>,
+    /// the box's MAC address, e.g. 02:42:ac:11:00:02
+    #[argh(option)]
+    mac_address: Option<String>,
     /// publish a box port on the host: [IP:][HOST:]BOX[/tcp|/udp], ranges too
     #[argh(option, short = 'p')]
     publish: Vec<String>,
@@ -402,7 +413,11 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
         created: now(),
         network,
     };
-    store.create(&mut cfg)?;
+    if cfg.network.mode == NetworkMode::Bridge {
+        create_on_network(a, &store, &mut cfg)?;
+    } else {
+        store.create(&mut cfg)?;
+    }
     if let Err(e) = crate::runtime::logs::save_config(&store.box_dir(&cfg.id), &log) {
         let _ = store.remove(&cfg.id);
         return Err(e.into());
@@ -438,9 +453,22 @@ fn network_config(a: &RunArgs, image: &ImageConfig) -> anyhow::Result<NetworkCon
     let mode = match a.network.as_str() {
         "passt" | "default" => NetworkMode::Passt,
         "none" => NetworkMode::None,
-        "host" | "bridge" => bail!("network {} is not supported: use passt or none", a.network),
-        other => bail!("network {other} not found"),
+        "host" => bail!("network host is not supported: use passt, bridge, a user network or none"),
+        _ => NetworkMode::Bridge,
     };
+    let user_network = mode == NetworkMode::Bridge && a.network != bridge::DEFAULT_NETWORK;
+    if a.ip.is_some() && !user_network {
+        bail!("user specified IP address is supported on user defined networks only");
+    }
+    if !a.network_alias.is_empty() && !user_network {
+        bail!("network-scoped alias is supported only for boxes in user defined networks");
+    }
+    if let Some(m) = &a.mac_address {
+        parse_mac(m)?;
+        if mode != NetworkMode::Bridge {
+            bail!("--mac-address is supported on bridge networks only");
+        }
+    }
     let mut ports = Vec::new();
     for spec in &a.publish {
         ports.extend(ports::parse_publish(spec).map_err(anyhow::Error::msg)?);
@@ -451,6 +479,17 @@ fn network_config(a: &RunArgs, image: &ImageConfig) -> anyhow::Result<NetworkCon
     }
     if mode == NetworkMode::None && !ports.is_empty() {
         bail!("conflicting options: port publishing and the container type network mode");
+    }
+    if mode == NetworkMode::Bridge {
+        if let Some(m) = ports
+            .iter()
+            .find(|m| m.host_ip.is_some_and(|ip| ip.is_ipv6()))
+        {
+            bail!(
+                "cannot publish on {}: bridge networks are IPv4 only",
+                ports::host_address(m)
+            );
+        }
     }
     ports::assign_host_ports(&mut ports).context("cannot pick host ports")?;
     ports::check_free(&ports).map_err(anyhow::Error::msg)?;
@@ -466,8 +505,9 @@ fn network_config(a: &RunArgs, image: &ImageConfig) -> anyhow::Result<NetworkCon
         else {
             bail!("bad format for add-host: {h:?}");
         };
+        // The host's address depends on the network: filled in as the box starts.
         let ip = if ip == "host-gateway" {
-            crate::net::GATEWAY.to_string()
+            ip.to_string()
         } else {
             ip.parse::<std::net::IpAddr>()
                 .map_err(|_| anyhow::anyhow!("invalid IP address in add-host: {ip:?}"))?
@@ -481,7 +521,52 @@ fn network_config(a: &RunArgs, image: &ImageConfig) -> anyhow::Result<NetworkCon
         dns: a.dns.clone(),
         dns_search: a.dns_search.clone(),
         extra_hosts,
+        attachment: None,
+        mac_address: a.mac_address.as_deref().map(parse_mac).transpose()?,
     })
+}
+
+/// `--mac-address`, written back in lower case with colons.
+fn parse_mac(s: &str) -> anyhow::Result<String> {
+    let bytes: Vec<Option<u8>> = s
+        .split([':', '-'])
+        .map(|b| {
+            (b.len() == 2)
+                .then(|| u8::from_str_radix(b, 16).ok())
+                .flatten()
+        })
+        .collect();
+    match bytes.as_slice() {
+        [first, ..] if bytes.len() == 6 && bytes.iter().all(Option::is_some) => {
+            if first.is_some_and(|f| f & 1 == 1) {
+                bail!("{s} is a multicast MAC address: a box needs a unicast one");
+            }
+            Ok(s.to_ascii_lowercase().replace('-', ":"))
+        }
+        _ => bail!("{s} is not a valid mac address"),
+    }
+}
+
+/// Gives the box its address on the bridge network it names, holding the
+/// networks' lock until its record is written, so no two boxes get one
+/// address.
+fn create_on_network(a: &RunArgs, store: &Store, cfg: &mut BoxConfig) -> anyhow::Result<()> {
+    let nets = Networks::open(store.root())?;
+    let lock = nets.lock()?;
+    let net = if a.network == bridge::DEFAULT_NETWORK {
+        nets.default_network(&lock)?
+    } else {
+        nets.get(&a.network)?
+    };
+    if !rustix::process::geteuid().is_root() {
+        return Err(bridge::BridgeError::NeedRoot.into());
+    }
+    let want = a.ip.as_deref().map(bridge::parse_ip).transpose()?;
+    let boxes: Vec<BoxConfig> = store.list()?.into_iter().map(|(c, _)| c).collect();
+    let ip = bridge::allocate(&net, &boxes, want)?;
+    cfg.network.attachment = Some(net.attachment(ip, a.network_alias.clone()));
+    store.create(cfg)?;
+    Ok(())
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {

@@ -10,6 +10,7 @@
 //! Either way `/etc/hosts`, `/etc/hostname` and (with a network)
 //! `/etc/resolv.conf` are laid over the box's root as Docker writes them.
 
+pub mod bridge;
 pub mod dns;
 pub mod ports;
 
@@ -38,7 +39,52 @@ const PASST_START: Duration = Duration::from_secs(60);
 
 /// The box's address, when it has a network.
 pub fn address(cfg: &BoxConfig) -> Option<Ipv4Addr> {
-    (cfg.network.mode == NetworkMode::Passt).then_some(BOX_ADDRESS)
+    match cfg.network.mode {
+        NetworkMode::Passt => Some(BOX_ADDRESS),
+        NetworkMode::Bridge => cfg.network.attachment.as_ref().map(|a| a.ip),
+        NetworkMode::None => None,
+    }
+}
+
+/// The box's gateway (the host, seen from the box), when it has a network.
+pub fn gateway(cfg: &BoxConfig) -> Option<Ipv4Addr> {
+    match cfg.network.mode {
+        NetworkMode::Passt => Some(GATEWAY),
+        NetworkMode::Bridge => cfg.network.attachment.as_ref().map(|a| a.gateway),
+        NetworkMode::None => None,
+    }
+}
+
+/// The prefix length of the box's subnet; 0 without a network.
+pub fn prefix(cfg: &BoxConfig) -> u8 {
+    match cfg.network.mode {
+        NetworkMode::Passt => PREFIX,
+        NetworkMode::Bridge => cfg.network.attachment.as_ref().map_or(0, |a| a.prefix),
+        NetworkMode::None => 0,
+    }
+}
+
+/// The name of the network the box is on, as `ps` and `inspect` show it.
+pub fn network_name(cfg: &BoxConfig) -> &str {
+    match (&cfg.network.mode, &cfg.network.attachment) {
+        (NetworkMode::Bridge, Some(a)) => &a.name,
+        (mode, _) => mode.name(),
+    }
+}
+
+/// The box's MAC address: `--mac-address`, or one made from its ID.
+pub fn box_mac(cfg: &BoxConfig) -> [u8; 6] {
+    cfg.network
+        .mac_address
+        .as_deref()
+        .and_then(|m| {
+            let b: Vec<u8> = m
+                .split(':')
+                .filter_map(|x| u8::from_str_radix(x, 16).ok())
+                .collect();
+            <[u8; 6]>::try_from(b).ok()
+        })
+        .unwrap_or_else(|| mac(&cfg.id))
 }
 
 /// A locally administered unicast MAC address from the box's ID, so each box
@@ -67,6 +113,10 @@ fn hosts(cfg: &BoxConfig) -> String {
          ff02::2\tip6-allrouters\n",
     );
     for (name, ip) in &cfg.network.extra_hosts {
+        let ip = match (ip.as_str(), gateway(cfg)) {
+            ("host-gateway", Some(gw)) => gw.to_string(),
+            _ => ip.clone(),
+        };
         s.push_str(&format!("{ip}\t{name}\n"));
     }
     if let Some(ip) = address(cfg) {
@@ -91,7 +141,13 @@ fn resolv_conf(cfg: &BoxConfig, host: &str) -> String {
         s.push_str(&format!("search {}\n", search.join(" ")));
     }
     if cfg.network.dns.is_empty() {
-        s.push_str(&format!("nameserver {DNS_FORWARD}\n"));
+        // passt's forwarder; on a bridge network the resolver every box's
+        // shim serves on the gateway (it forwards what is not a box's name).
+        let ns = match (cfg.network.mode, gateway(cfg)) {
+            (NetworkMode::Bridge, Some(gw)) => gw,
+            _ => DNS_FORWARD,
+        };
+        s.push_str(&format!("nameserver {ns}\n"));
     } else {
         for ns in &cfg.network.dns {
             s.push_str(&format!("nameserver {ns}\n"));
@@ -106,12 +162,14 @@ pub fn box_setup(cfg: &BoxConfig) -> BoxSetup {
         ("/etc/hostname".to_string(), format!("{}\n", cfg.hostname)),
         ("/etc/hosts".to_string(), hosts(cfg)),
     ];
-    let net = address(cfg).map(|address| NetSetup {
-        interface: INTERFACE.into(),
-        address,
-        prefix: PREFIX,
-        gateway: GATEWAY,
-    });
+    let net = address(cfg)
+        .zip(gateway(cfg))
+        .map(|(address, gateway)| NetSetup {
+            interface: INTERFACE.into(),
+            address,
+            prefix: prefix(cfg),
+            gateway,
+        });
     if net.is_some() {
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         files.push(("/etc/resolv.conf".to_string(), resolv_conf(cfg, &host)));
@@ -203,7 +261,7 @@ pub fn start_passt(cfg: &BoxConfig, box_dir: &Path) -> Result<Passt, String> {
     let failed = |status: std::process::ExitStatus| {
         format!("passt ended ({status}): {}", last_line(&log_path))
     };
-    let mut frame = arp_request(mac(&cfg.id));
+    let mut frame = arp_request(box_mac(cfg));
     let mut msg = (frame.len() as u32).to_be_bytes().to_vec();
     msg.append(&mut frame);
     stream
@@ -303,6 +361,15 @@ mod tests {
         .unwrap()
     }
 
+    /// The content of the file the setup lays over `path`.
+    fn staged(setup: &BoxSetup, path: &str) -> Option<String> {
+        setup
+            .files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c.clone())
+    }
+
     #[test]
     fn a_box_on_passt_gets_its_address_its_name_and_the_forwarder() {
         let mut c = cfg(NetworkMode::Passt);
@@ -317,13 +384,7 @@ mod tests {
                 gateway: GATEWAY,
             })
         );
-        let file = |p: &str| {
-            setup
-                .files
-                .iter()
-                .find(|(path, _)| path == p)
-                .map(|(_, c)| c.clone())
-        };
+        let file = |p: &str| staged(&setup, p);
         assert_eq!(file("/etc/hostname").unwrap(), "web1\n");
         let hosts = file("/etc/hosts").unwrap();
         assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
@@ -373,6 +434,38 @@ mod tests {
         let mut reply = f.clone();
         reply[21] = 2;
         assert!(is_arp_reply(&reply));
+    }
+
+    #[test]
+    fn a_box_on_a_bridge_gets_its_networks_address_gateway_and_resolver() {
+        let mut c = cfg(NetworkMode::Bridge);
+        c.network.attachment = Some(crate::runtime::record::Attachment {
+            network: "n".into(),
+            name: "testnet".into(),
+            ip: Ipv4Addr::new(172, 18, 0, 5),
+            prefix: 16,
+            gateway: Ipv4Addr::new(172, 18, 0, 1),
+            aliases: vec![],
+        });
+        c.network.extra_hosts = vec![("hostbox".into(), "host-gateway".into())];
+        c.network.mac_address = Some("02:42:ac:12:00:05".into());
+        let setup = box_setup(&c);
+        assert_eq!(
+            setup.net,
+            Some(NetSetup {
+                interface: "eth0".into(),
+                address: Ipv4Addr::new(172, 18, 0, 5),
+                prefix: 16,
+                gateway: Ipv4Addr::new(172, 18, 0, 1),
+            })
+        );
+        let file = |p: &str| staged(&setup, p).unwrap();
+        assert!(file("/etc/resolv.conf").ends_with("nameserver 172.18.0.1\n"));
+        let hosts = file("/etc/hosts");
+        assert!(hosts.contains("172.18.0.1\thostbox\n"), "{hosts}");
+        assert!(hosts.ends_with("172.18.0.5\tweb1\n"), "{hosts}");
+        assert_eq!(box_mac(&c), [0x02, 0x42, 0xac, 0x12, 0, 5]);
+        assert_eq!(network_name(&c), "testnet");
     }
 
     #[test]

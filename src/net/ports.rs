@@ -232,12 +232,21 @@ fn bind_error(addr: SocketAddr, e: &io::Error) -> PortError {
 /// starts). All are held until the last is checked, so a port given twice,
 /// or on one address and on all of them, is refused like a taken one.
 pub fn check_free(maps: &[PortMapping]) -> Result<(), PortError> {
+    hold(maps).map(drop)
+}
+
+/// Host ports bound so that nothing else can take them while a box on a
+/// bridge network has them published (by DNAT, which no socket sees).
+pub struct Reserved(#[allow(dead_code)] Vec<Held>);
+
+/// Binds every host port of `maps` and keeps them bound.
+pub fn hold(maps: &[PortMapping]) -> Result<Reserved, PortError> {
     let mut held = Vec::new();
     for m in maps {
         let addr = bind_addr(m, m.host_port);
         held.push(Held::bind(addr, m.proto).map_err(|e| bind_error(addr, &e))?);
     }
-    Ok(())
+    Ok(Reserved(held))
 }
 
 /// passt's `-t`/`-u` options, one a mapping: `HOST:BOX`, or `ADDR/HOST:BOX`

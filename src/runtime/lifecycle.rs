@@ -236,13 +236,20 @@ pub fn kill_now(store: &Store, id: &str) -> Result<()> {
 /// refused unless `force`, which kills it first.
 pub fn remove(store: &Store, id: &str, force: bool) -> Result<()> {
     let st = store.live_state(id)?;
+    let cfg = store.config(id);
     if st.status != Status::Exited && shim_alive(&st) {
         if !force {
             return Err(RuntimeError::Running(short(id).into()));
         }
         kill_now(store, id)?;
+        // A shim that had to be killed could not take its ports off the host.
+        match cfg.as_ref() {
+            Ok(cfg) if crate::net::bridge::on_bridge(cfg) => {
+                crate::net::bridge::unpublish(&cfg.network.ports)
+            }
+            _ => {}
+        }
     }
-    let cfg = store.config(id);
     let _lock = store.lock()?;
     let _ = std::fs::remove_dir_all(store.socket_dir(id));
     store.remove(id)?;

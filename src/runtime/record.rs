@@ -67,6 +67,28 @@ pub struct NetworkConfig {
     /// `--add-host` entries: (name, address).
     #[serde(default)]
     pub extra_hosts: Vec<(String, String)>,
+    /// The box's place on a bridge network, with `--network NAME`.
+    #[serde(default)]
+    pub attachment: Option<Attachment>,
+    /// `--mac-address`; otherwise one made from the box's ID.
+    #[serde(default)]
+    pub mac_address: Option<String>,
+}
+
+/// A box's address on a bridge network: held in the box's record, so an
+/// address is taken exactly while a record holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The network's ID.
+    pub network: String,
+    /// The network's name (networks are never renamed).
+    pub name: String,
+    pub ip: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    /// `--network-alias`: more names the box answers to on the network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// Which network a box is on.
@@ -78,6 +100,8 @@ pub enum NetworkMode {
     None,
     /// User-mode networking through a passt process of the box's own.
     Passt,
+    /// A tap on a bridge network's bridge (the network is in `attachment`).
+    Bridge,
 }
 
 impl NetworkMode {
@@ -85,6 +109,7 @@ impl NetworkMode {
         match self {
             NetworkMode::None => "none",
             NetworkMode::Passt => "passt",
+            NetworkMode::Bridge => "bridge",
         }
     }
 }

@@ -606,8 +606,20 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
     if cfg.network.mode == NetworkMode::Passt {
         match network::start_passt(&cfg, &dir) {
             Ok(p) => {
-                devices.push(Box::new(Net::new(p.stream, network::mac(&cfg.id))));
+                devices.push(Box::new(Net::new(p.stream, network::box_mac(&cfg))));
                 passt = Some(p.child);
+            }
+            Err(e) => return fail(format!("cannot set up the box's network: {e}")),
+        }
+    }
+    // Held to the end: dropping it takes the box's ports off the host.
+    let mut on_bridge = None;
+    if cfg.network.mode == NetworkMode::Bridge {
+        match crate::net::bridge::start_box(store, &cfg) {
+            Ok(mut b) => {
+                let tap = b.take_tap().expect("a fresh tap");
+                devices.push(Box::new(Net::with_tap(tap, network::box_mac(&cfg))));
+                on_bridge = Some(b);
             }
             Err(e) => return fail(format!("cannot set up the box's network: {e}")),
         }
@@ -878,10 +890,14 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
             let _ = store.write_state(id, &st);
             super::events::emit(store.root(), "restart", &cfg, &[]);
             end_passt();
+            // The next shim publishes them again; exec runs no destructors.
+            drop(on_bridge.take());
             let err = restart_self(id, delay);
             eprintln!("a3s-box-shim: cannot restart the box: {err}");
         }
     }
+    // Off the host before the box reads as exited: its ports are free then.
+    drop(on_bridge.take());
     st.stopped_by_user = *shared.stopped.0.lock().unwrap();
     st.status = Status::Exited;
     st.pid = None;

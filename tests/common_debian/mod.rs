@@ -62,6 +62,44 @@ impl Loaded {
         crate::common::a3s_in(self.home.path(), &self.kernel, args, None)
     }
 
+    /// Starts an HTTP server of the host's on `bind_ip` that answers
+    /// `from-the-host`, and runs a box (with `net_args`) that curls it by the
+    /// name `hostbox`, given as `--add-host hostbox:host-gateway`.
+    pub fn curl_host_server(&self, bind_ip: &str, net_args: &[&str]) -> std::process::Output {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind((bind_ip, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ =
+                    conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nfrom-the-host\n");
+            }
+        });
+        let url = format!("http://hostbox:{port}/");
+        let mut args = vec!["run", "--rm", "--add-host", "hostbox:host-gateway"];
+        args.extend(net_args);
+        args.extend([IMAGE, "curl", "-fsS", "--max-time", "20", &url]);
+        self.a3s(&args)
+    }
+
+    /// Polls until `addr` answers a GET of `path` with a page; the response.
+    pub fn page_on(&self, addr: &str, path: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            match http_get(addr, path) {
+                Ok(r) if r.starts_with("HTTP/1.1 200") => return r,
+                r => assert!(
+                    std::time::Instant::now() < deadline,
+                    "{addr}{path} never answered with a page (last: {r:?})\n{}",
+                    crate::common::box_logs(self.home.path(), 30)
+                ),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
     /// `a3s-box args`, which must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.a3s(args);
@@ -73,4 +111,18 @@ impl Loaded {
         );
         crate::common_registry::stdout(&out)
     }
+}
+
+/// One HTTP GET of `path` from `addr`; the whole response.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
 }

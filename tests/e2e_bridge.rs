@@ -199,6 +199,11 @@ fn boxes_on_a_user_network_find_each_other_by_name_and_alias_until_disconnected(
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("resolve"), "{out}");
 
+    // Networks are isolated from each other: the host routes nothing
+    // from one bridge to another.
+    let (code, out) = curl_from("bridge", &format!("http://{ip}/"));
+    assert_ne!(code, Some(0), "reached across networks: {out}");
+
     // A network with a running box on it stays.
     let out = a3s(&["network", "rm", "testnet"]);
     assert_eq!(out.status.code(), Some(1));
@@ -279,7 +284,11 @@ fn a_port_published_on_the_bridge_answers_on_the_host_and_goes_with_the_box() {
     );
 
     // The box reaches a server of the host's on its gateway.
-    let out = env().curl_host_server("0.0.0.0", &["--network", "bridge"]);
+    let out = env().curl_host_server(
+        "0.0.0.0",
+        "hostbox",
+        &["--network", "bridge", "--add-host", "hostbox:host-gateway"],
+    );
     assert_eq!(stdout(&out), "from-the-host\n", "{}", stderr(&out));
 
     ok(&["rm", "-f", "pubweb"]);
@@ -462,4 +471,73 @@ fn a_box_on_a_bridge_has_its_address_route_and_resolver() {
     assert!(out.ends_with("0x9\n"), "{out}");
     no_tap_left();
     ok(&["network", "rm", "plain"]);
+}
+
+/// Stands for the outside world's resolver: `outside.test` is 192.0.2.10,
+/// the harness's own address (on its dummy interface).
+struct Outside;
+
+impl a3s_box::net::dns::Names for Outside {
+    fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        (name == "outside.test").then(|| vec![Ipv4Addr::new(192, 0, 2, 10)])
+    }
+}
+
+#[test]
+#[ignore = "boots real boxes as root: run inside scripts/kvm-harness (scripts/test does)"]
+fn a_box_resolves_outside_names_through_its_networks_resolver_and_reaches_them() {
+    use a3s_box::net::dns;
+    // A resolver outside the box's network, on the host's other address.
+    let (udp, tcp) = dns::bind("192.0.2.10:53".parse().unwrap()).unwrap();
+    let outside = dns::serve(
+        udp,
+        tcp,
+        std::sync::Arc::new(Outside),
+        vec![],
+        dns::FORWARD_TIMEOUT,
+    )
+    .unwrap();
+    ok(&["network", "create", "--subnet", "10.127.0.0/24", "outnet"]);
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        "outnet",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    // With --dns, the network's resolver forwards this box's other names
+    // there (Docker's embedded resolver does so), and still answers the
+    // boxes' names itself.
+    let out = env().curl_host_server(
+        "0.0.0.0",
+        "outside.test",
+        &["--network", "outnet", "--dns", "192.0.2.10"],
+    );
+    assert_eq!(stdout(&out), "from-the-host\n", "{}", stderr(&out));
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "outnet",
+        "--dns",
+        "192.0.2.10",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; getent hosts peer",
+    ]);
+    assert!(out.contains("nameserver 10.127.0.1\n"), "{out}");
+    assert!(
+        !out.contains("192.0.2.10"),
+        "--dns is the resolver's, not the box's: {out}"
+    );
+    assert!(out.contains("10.127.0.2"), "{out}");
+    ok(&["rm", "-f", "peer"]);
+    no_tap_left();
+    ok(&["network", "rm", "outnet"]);
+    outside.stop().unwrap();
 }

@@ -139,7 +139,11 @@ fn nginx_answers_on_a_published_port_and_rm_frees_it() {
 #[test]
 #[ignore = "boots real boxes: run inside scripts/kvm-harness (scripts/test does)"]
 fn a_box_reaches_the_hosts_server_through_the_gateway_by_name() {
-    let out = env().curl_host_server("127.0.0.1", &[]);
+    let out = env().curl_host_server(
+        "127.0.0.1",
+        "hostbox",
+        &["--add-host", "hostbox:host-gateway"],
+    );
     assert_eq!(stdout(&out), "from-the-host\n", "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0));
     no_passt_left();

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::net::bridge::{self, BridgeError, Network, NetworkSpec, Networks, DEFAULT_NETWORK};
 use crate::runtime::record::NetworkMode;
-use crate::runtime::{BoxConfig, BoxState, Status, Store};
+use crate::runtime::{BoxConfig, BoxState, Store};
 
 /// manage networks
 #[derive(FromArgs)]
@@ -136,10 +136,6 @@ fn open() -> anyhow::Result<(Store, Networks)> {
 /// The networks every host has, which need no record.
 const BUILTIN: [(&str, &str); 2] = [("none", "null"), ("passt", "passt")];
 
-fn running(st: &BoxState) -> bool {
-    matches!(st.status, Status::Running | Status::Paused)
-}
-
 pub fn main(a: NetworkArgs) -> anyhow::Result<i32> {
     match a.command {
         NetworkCommand::Create(a) => create(a),
@@ -234,16 +230,6 @@ fn builtin_id(name: &str) -> String {
         .collect()
 }
 
-fn find(nets: &Networks, key: &str) -> Result<Network, BridgeError> {
-    match nets.get(key) {
-        Err(BridgeError::NotFound(_)) if key == DEFAULT_NETWORK => {
-            let lock = nets.lock()?;
-            nets.default_network(&lock)
-        }
-        other => other,
-    }
-}
-
 fn rm(a: RmArgs) -> anyhow::Result<i32> {
     if a.networks.is_empty() {
         bail!("network rm needs at least one network");
@@ -274,7 +260,7 @@ fn remove_one(store: &Store, nets: &Networks, key: &str) -> anyhow::Result<()> {
     let boxes = store.list()?;
     let active: Vec<&str> = boxes
         .iter()
-        .filter(|(c, st)| running(st) && on(c, &net))
+        .filter(|(c, st)| st.status.has_vm() && bridge::is_on(c, &net))
         .map(|(c, _)| c.name.as_str())
         .collect();
     if !active.is_empty() {
@@ -290,20 +276,16 @@ fn remove_one(store: &Store, nets: &Networks, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn on(cfg: &BoxConfig, net: &Network) -> bool {
-    cfg.network
-        .attachment
-        .as_ref()
-        .is_some_and(|a| a.network == net.id)
-}
-
 fn rfc3339(secs: u64) -> String {
     crate::runtime::logs::rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn network_json(net: &Network, boxes: &[(BoxConfig, BoxState)]) -> Value {
     let mut members = serde_json::Map::new();
-    for (cfg, _) in boxes.iter().filter(|(c, st)| running(st) && on(c, net)) {
+    for (cfg, _) in boxes
+        .iter()
+        .filter(|(c, st)| st.status.has_vm() && bridge::is_on(c, net))
+    {
         let a = cfg.network.attachment.as_ref().expect("attached");
         members.insert(
             cfg.id.clone(),
@@ -353,7 +335,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
     let mut out = Vec::new();
     let mut failed = false;
     for key in &a.networks {
-        match find(&nets, key) {
+        match nets.lock().and_then(|lock| nets.find(&lock, key)) {
             Ok(net) => out.push(network_json(&net, &boxes)),
             Err(e) => {
                 eprintln!("a3s-box: {e}");
@@ -379,17 +361,12 @@ fn connect(a: ConnectArgs) -> anyhow::Result<i32> {
     let (store, nets) = open()?;
     let id = store.resolve(&a.name)?;
     let lock = nets.lock()?;
-    let net = match nets.get(&a.network) {
-        Err(BridgeError::NotFound(_)) if a.network == DEFAULT_NETWORK => {
-            nets.default_network(&lock)?
-        }
-        other => other?,
-    };
+    let net = nets.find(&lock, &a.network)?;
     if !rustix::process::geteuid().is_root() {
         return Err(BridgeError::NeedRoot.into());
     }
     let mut cfg = store.config(&id)?;
-    if on(&cfg, &net) {
+    if bridge::is_on(&cfg, &net) {
         bail!(
             "endpoint with name {} already exists in network {}",
             cfg.name,
@@ -403,7 +380,7 @@ fn connect(a: ConnectArgs) -> anyhow::Result<i32> {
             other.name
         );
     }
-    if running(&store.live_state(&id)?) {
+    if store.live_state(&id)?.status.has_vm() {
         bail!(
             "box {} is running: connect it while it is stopped, and it joins {} when it starts",
             cfg.name,
@@ -442,7 +419,7 @@ fn disconnect(a: DisconnectArgs) -> anyhow::Result<i32> {
         bail!("box {} is not connected to network {}", cfg.name, a.network);
     }
     // A running box keeps its device; cut off, its frames go nowhere.
-    if running(&store.live_state(&id)?) {
+    if store.live_state(&id)?.status.has_vm() {
         bridge::detach_tap(&bridge::tap_name(&cfg.id))?;
         bridge::unpublish(&cfg.network.ports);
     }
@@ -462,18 +439,8 @@ fn prune(a: PruneArgs) -> anyhow::Result<i32> {
             return Ok(0);
         }
     }
-    let (store, nets) = open()?;
-    let lock = nets.lock()?;
-    let boxes = store.list()?;
-    let mut removed = Vec::new();
-    for net in nets.list()? {
-        if net.name == DEFAULT_NETWORK || boxes.iter().any(|(c, _)| on(c, &net)) {
-            continue;
-        }
-        bridge::remove_host(&lock, &net)?;
-        nets.remove(&lock, &net)?;
-        removed.push(net.name);
-    }
+    let (store, _) = open()?;
+    let removed = prune_unused(&store)?;
     if !removed.is_empty() {
         println!("Deleted Networks:");
         for n in &removed {
@@ -481,4 +448,21 @@ fn prune(a: PruneArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Removes every user network no box record names; their names.
+pub(crate) fn prune_unused(store: &Store) -> anyhow::Result<Vec<String>> {
+    let nets = Networks::open(store.root())?;
+    let lock = nets.lock()?;
+    let boxes = store.list()?;
+    let mut removed = Vec::new();
+    for net in nets.list()? {
+        if net.name == DEFAULT_NETWORK || boxes.iter().any(|(c, _)| bridge::is_on(c, &net)) {
+            continue;
+        }
+        bridge::remove_host(&lock, &net)?;
+        nets.remove(&lock, &net)?;
+        removed.push(net.name);
+    }
+    Ok(removed)
 }

@@ -463,11 +463,9 @@ fn network_config(a: &RunArgs, image: &ImageConfig) -> anyhow::Result<NetworkCon
     if !a.network_alias.is_empty() && !user_network {
         bail!("network-scoped alias is supported only for boxes in user defined networks");
     }
-    if let Some(m) = &a.mac_address {
-        parse_mac(m)?;
-        if mode != NetworkMode::Bridge {
-            bail!("--mac-address is supported on bridge networks only");
-        }
+    let mac_address = a.mac_address.as_deref().map(parse_mac).transpose()?;
+    if mac_address.is_some() && mode != NetworkMode::Bridge {
+        bail!("--mac-address is supported on bridge networks only");
     }
     let mut ports = Vec::new();
     for spec in &a.publish {
@@ -522,28 +520,18 @@ fn network_config(a: &RunArgs, image: &ImageConfig) -> anyhow::Result<NetworkCon
         dns_search: a.dns_search.clone(),
         extra_hosts,
         attachment: None,
-        mac_address: a.mac_address.as_deref().map(parse_mac).transpose()?,
+        mac_address,
     })
 }
 
-/// `--mac-address`, written back in lower case with colons.
+/// `--mac-address`, written back as `format_mac` writes it.
 fn parse_mac(s: &str) -> anyhow::Result<String> {
-    let bytes: Vec<Option<u8>> = s
-        .split([':', '-'])
-        .map(|b| {
-            (b.len() == 2)
-                .then(|| u8::from_str_radix(b, 16).ok())
-                .flatten()
-        })
-        .collect();
-    match bytes.as_slice() {
-        [first, ..] if bytes.len() == 6 && bytes.iter().all(Option::is_some) => {
-            if first.is_some_and(|f| f & 1 == 1) {
-                bail!("{s} is a multicast MAC address: a box needs a unicast one");
-            }
-            Ok(s.to_ascii_lowercase().replace('-', ":"))
+    match crate::net::parse_mac(s) {
+        Some(m) if m[0] & 1 == 1 => {
+            bail!("{s} is a multicast MAC address: a box needs a unicast one")
         }
-        _ => bail!("{s} is not a valid mac address"),
+        Some(m) => Ok(crate::net::format_mac(m)),
+        None => bail!("{s} is not a valid mac address"),
     }
 }
 
@@ -553,11 +541,7 @@ fn parse_mac(s: &str) -> anyhow::Result<String> {
 fn create_on_network(a: &RunArgs, store: &Store, cfg: &mut BoxConfig) -> anyhow::Result<()> {
     let nets = Networks::open(store.root())?;
     let lock = nets.lock()?;
-    let net = if a.network == bridge::DEFAULT_NETWORK {
-        nets.default_network(&lock)?
-    } else {
-        nets.get(&a.network)?
-    };
+    let net = nets.find(&lock, &a.network)?;
     if !rustix::process::geteuid().is_root() {
         return Err(bridge::BridgeError::NeedRoot.into());
     }

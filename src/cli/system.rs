@@ -436,7 +436,9 @@ pub fn prune(a: PruneArgs) -> anyhow::Result<i32> {
         } else {
             "all dangling images"
         };
-        let warning = format!("WARNING! This will remove:\n  - all stopped boxes\n  - {images}\n");
+        let warning = format!(
+            "WARNING! This will remove:\n  - all stopped boxes\n  - all networks not used by at least one box\n  - {images}\n"
+        );
         if !confirm(&warning)? {
             return Ok(0);
         }
@@ -454,7 +456,20 @@ pub fn prune(a: PruneArgs) -> anyhow::Result<i32> {
         }
         println!();
     }
-    // After the boxes: an image only they used is unused now.
+    // After the boxes: a network or an image only they used is unused now.
+    // (Networks need root to take down; without it none were made.)
+    let networks = if rustix::process::geteuid().is_root() {
+        super::network::prune_unused(&store)?
+    } else {
+        Vec::new()
+    };
+    if !networks.is_empty() {
+        println!("Deleted Networks:");
+        for n in &networks {
+            println!("{n}");
+        }
+        println!();
+    }
     let (images, image_bytes) = ImageStore::open(store.root())?.prune(a.all)?;
     freed += image_bytes;
     if !images.is_empty() {

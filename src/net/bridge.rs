@@ -12,7 +12,8 @@
 //! lock until the box's record is written.
 //!
 //! One nftables table, `ip a3s_box`, serves every network: the set of the
-//! networks' subnets (masqueraded on the way out; `127.0.0.0/8` towards
+//! networks' bridges (nothing is routed from one to another: networks are
+//! isolated, as Docker's are), the set of their subnets (masqueraded on the way out; `127.0.0.0/8` towards
 //! them too, so `-p` answers on the host's loopback, with `route_localnet`
 //! on the bridge as Docker sets it) and two maps of published ports
 //! (protocol and port, or host address, protocol and port, to the box's
@@ -31,10 +32,10 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::dns;
-use super::ports::{PortMapping, Proto, Reserved};
+use super::ports::{PortMapping, Reserved};
 use crate::runtime::record::{Attachment, NetworkMode};
 use crate::runtime::store::write_json_atomic;
-use crate::runtime::{BoxConfig, RuntimeError, Status, Store};
+use crate::runtime::{BoxConfig, RuntimeError, Store};
 
 /// The network `--network bridge` names, made on first use. As Docker's
 /// default network, it has no discovery of boxes by name.
@@ -121,6 +122,7 @@ impl Network {
             prefix: self.subnet.prefix_len(),
             gateway: self.gateway,
             aliases,
+            discovery: self.discovery,
         }
     }
 }
@@ -190,15 +192,6 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// Docker's rule for network names, as for box names.
-fn valid_name(name: &str) -> bool {
-    crate::runtime::store::valid_name(name)
-}
-
-fn new_id() -> String {
-    crate::runtime::store::new_id()
-}
-
 impl Networks {
     pub fn open(state: &Path) -> Result<Networks> {
         let dir = state.join(DIR);
@@ -245,6 +238,15 @@ impl Networks {
         }
     }
 
+    /// The network `key` names, as [`Networks::get`]; the default network's
+    /// record is made (without touching the host) on first use.
+    pub fn find(&self, lock: &NetLock, key: &str) -> Result<Network> {
+        match self.get(key) {
+            Err(BridgeError::NotFound(_)) if key == DEFAULT_NETWORK => self.default_network(lock),
+            found => found,
+        }
+    }
+
     /// The default network's record, made (without touching the host) when
     /// missing.
     pub fn default_network(&self, lock: &NetLock) -> Result<Network> {
@@ -263,7 +265,7 @@ impl Networks {
     /// Records a new network after checking what `spec` asks; the host's
     /// bridge is made by [`ensure_host`].
     pub fn create(&self, _lock: &NetLock, spec: &NetworkSpec) -> Result<Network> {
-        if !valid_name(&spec.name) {
+        if !crate::runtime::store::valid_name(&spec.name) {
             return Err(BridgeError::InvalidName(spec.name.clone()));
         }
         let existing = self.list()?;
@@ -306,7 +308,7 @@ impl Networks {
             }
             None => subnet.hosts().next().ok_or(BridgeError::NoPool)?,
         };
-        let id = new_id();
+        let id = crate::runtime::store::new_id();
         let default = spec.name == DEFAULT_NETWORK;
         let net = Network {
             bridge: if default {
@@ -335,24 +337,20 @@ impl Networks {
     }
 }
 
-/// The boxes whose records hold an address on `net`.
-pub fn attached<'a>(net: &Network, boxes: &'a [BoxConfig]) -> Vec<&'a BoxConfig> {
-    boxes
-        .iter()
-        .filter(|c| {
-            c.network
-                .attachment
-                .as_ref()
-                .is_some_and(|a| a.network == net.id)
-        })
-        .collect()
+/// Whether `cfg`'s record holds an address on `net`.
+pub fn is_on(cfg: &BoxConfig, net: &Network) -> bool {
+    cfg.network
+        .attachment
+        .as_ref()
+        .is_some_and(|a| a.network == net.id)
 }
 
 /// A free address of `net` (the lowest), or `want` if it is free. Call
 /// with the networks' lock held until the box's record is written.
 pub fn allocate(net: &Network, boxes: &[BoxConfig], want: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
-    let used: BTreeSet<Ipv4Addr> = attached(net, boxes)
+    let used: BTreeSet<Ipv4Addr> = boxes
         .iter()
+        .filter(|c| is_on(c, net))
         .filter_map(|c| c.network.attachment.as_ref().map(|a| a.ip))
         .chain([net.gateway])
         .collect();
@@ -453,6 +451,9 @@ fn table_script() -> String {
 		type ipv4_addr
 		flags interval
 	}}
+	set bridges {{
+		type ifname
+	}}
 	map ports {{
 		type inet_proto . inet_service : ipv4_addr . inet_service
 	}}
@@ -478,6 +479,7 @@ fn table_script() -> String {
 	}}
 	chain forward {{
 		type filter hook forward priority filter; policy accept;
+		iifname @bridges oifname @bridges drop
 		ip daddr @subnets ct state established,related accept
 		ip daddr @subnets ct status dnat accept
 		ip saddr @subnets accept
@@ -529,7 +531,10 @@ pub fn ensure_host(_lock: &NetLock, net: &Network) -> Result<()> {
     }
     nft(
         format!("add {} to the nftables table", net.subnet),
-        &format!("add element ip {TABLE} subnets {{ {} }}\n", net.subnet),
+        &format!(
+            "add element ip {TABLE} subnets {{ {} }}\nadd element ip {TABLE} bridges {{ \"{br}\" }}\n",
+            net.subnet
+        ),
     )
 }
 
@@ -547,6 +552,13 @@ pub fn remove_host(_lock: &NetLock, net: &Network) -> Result<()> {
         let _ = nft(
             String::new(),
             &format!("delete element ip {TABLE} subnets {{ {} }}\n", net.subnet),
+        );
+        let _ = nft(
+            String::new(),
+            &format!(
+                "delete element ip {TABLE} bridges {{ \"{}\" }}\n",
+                net.bridge
+            ),
         );
     }
     Ok(())
@@ -571,21 +583,13 @@ pub fn detach_tap(tap: &str) -> Result<()> {
     )
 }
 
-fn proto(p: Proto) -> &'static str {
-    p.name()
-}
-
 /// The map key of a published port: (map, key).
 fn port_key(m: &PortMapping) -> Option<(&'static str, String)> {
+    let (proto, port) = (m.proto.name(), m.host_port);
     match m.host_ip {
-        None => Some(("ports", format!("{} . {}", proto(m.proto), m.host_port))),
-        Some(IpAddr::V4(a)) if a.is_unspecified() => {
-            Some(("ports", format!("{} . {}", proto(m.proto), m.host_port)))
-        }
-        Some(IpAddr::V4(a)) => Some((
-            "host_ports",
-            format!("{a} . {} . {}", proto(m.proto), m.host_port),
-        )),
+        None => Some(("ports", format!("{proto} . {port}"))),
+        Some(IpAddr::V4(a)) if a.is_unspecified() => Some(("ports", format!("{proto} . {port}"))),
+        Some(IpAddr::V4(a)) => Some(("host_ports", format!("{a} . {proto} . {port}"))),
         // The table is IPv4 only; an IPv6 host address is refused at `run`.
         Some(IpAddr::V6(_)) => None,
     }
@@ -629,18 +633,9 @@ pub fn unpublish(ports: &[PortMapping]) {
 /// it takes the box's ports out of the NAT table; the tap goes when its
 /// descriptor (given to the network device) closes.
 pub struct OnBridge {
-    tap: Option<File>,
-    pub tap_name: String,
     ports: Vec<PortMapping>,
     _reserved: Reserved,
-    _dns: Option<dns::Server>,
-}
-
-impl OnBridge {
-    /// The tap's descriptor, for the network device.
-    pub fn take_tap(&mut self) -> Option<File> {
-        self.tap.take()
-    }
+    _dns: dns::Server,
 }
 
 impl Drop for OnBridge {
@@ -657,25 +652,51 @@ struct BoxNames {
     network: String,
 }
 
+impl BoxNames {
+    /// The running boxes on the network, with their attachment.
+    fn members(&self) -> Option<Vec<(BoxConfig, Attachment)>> {
+        let boxes = self.store.list().ok()?;
+        Some(
+            boxes
+                .into_iter()
+                .filter(|(_, st)| st.status.has_vm())
+                .filter_map(|(cfg, _)| {
+                    let a = cfg.network.attachment.clone()?;
+                    (a.network == self.network).then_some((cfg, a))
+                })
+                .collect(),
+        )
+    }
+}
+
 impl dns::Names for BoxNames {
     fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
-        let boxes = self.store.list().ok()?;
-        let mut found = None;
-        for (cfg, st) in &boxes {
-            let Some(a) = cfg.network.attachment.as_ref() else {
-                continue;
-            };
-            if a.network != self.network || !matches!(st.status, Status::Running | Status::Paused) {
-                continue;
-            }
-            let named = cfg.name.eq_ignore_ascii_case(name)
-                || (name.len() == 12 && cfg.id.starts_with(name))
-                || a.aliases.iter().any(|x| x.eq_ignore_ascii_case(name));
-            if named {
-                found.get_or_insert_with(Vec::new).push(a.ip);
-            }
-        }
-        found
+        let ips: Vec<Ipv4Addr> = self
+            .members()?
+            .into_iter()
+            .filter(|(cfg, a)| {
+                cfg.name.eq_ignore_ascii_case(name)
+                    || (name.len() == 12 && cfg.id.starts_with(name))
+                    || a.aliases.iter().any(|x| x.eq_ignore_ascii_case(name))
+            })
+            .map(|(_, a)| a.ip)
+            .collect();
+        (!ips.is_empty()).then_some(ips)
+    }
+
+    fn upstreams_for(&self, client: IpAddr) -> Option<Vec<std::net::SocketAddr>> {
+        let (cfg, _) = self
+            .members()?
+            .into_iter()
+            .find(|(_, a)| IpAddr::V4(a.ip) == client)?;
+        let own: Vec<std::net::SocketAddr> = cfg
+            .network
+            .dns
+            .iter()
+            .filter_map(|d| d.parse::<IpAddr>().ok())
+            .map(|ip| (ip, 53).into())
+            .collect();
+        (!own.is_empty()).then_some(own)
     }
 }
 
@@ -683,7 +704,7 @@ impl dns::Names for BoxNames {
 /// shim starts it: the network's bridge (made again if the host lost it),
 /// the box's tap on it, its host ports held and DNATed to it, and the
 /// network's resolver on the gateway.
-pub fn start_box(store: &Store, cfg: &BoxConfig) -> Result<OnBridge> {
+pub fn start_box(store: &Store, cfg: &BoxConfig) -> Result<(File, OnBridge)> {
     let att = cfg
         .network
         .attachment
@@ -710,14 +731,6 @@ pub fn start_box(store: &Store, cfg: &BoxConfig) -> Result<OnBridge> {
         what: "publish the box's ports".into(),
         detail: e.to_string(),
     })?;
-    let mut on = OnBridge {
-        tap: Some(tap),
-        tap_name,
-        ports: cfg.network.ports.clone(),
-        _reserved: reserved,
-        _dns: None,
-    };
-    publish(att.ip, &cfg.network.ports)?;
     let names: std::sync::Arc<dyn dns::Names> = if net.discovery {
         std::sync::Arc::new(BoxNames {
             store: store.clone(),
@@ -728,18 +741,20 @@ pub fn start_box(store: &Store, cfg: &BoxConfig) -> Result<OnBridge> {
     };
     let upstream = dns::upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     let addr = std::net::SocketAddr::new(net.gateway.into(), 53);
-    let (udp, tcp) = dns::bind(addr).map_err(|e| BridgeError::Host {
+    let dns_error = |e: std::io::Error| BridgeError::Host {
         what: format!("serve the network's DNS on {addr}"),
         detail: e.to_string(),
-    })?;
-    let server = dns::serve(udp, tcp, names, upstream, dns::FORWARD_TIMEOUT).map_err(|e| {
-        BridgeError::Host {
-            what: format!("serve the network's DNS on {addr}"),
-            detail: e.to_string(),
-        }
-    })?;
-    on._dns = Some(server);
-    Ok(on)
+    };
+    let (udp, tcp) = dns::bind(addr).map_err(dns_error)?;
+    let server = dns::serve(udp, tcp, names, upstream, dns::FORWARD_TIMEOUT).map_err(dns_error)?;
+    // Made before the ports are published, so a failure takes them out.
+    let on = OnBridge {
+        ports: cfg.network.ports.clone(),
+        _reserved: reserved,
+        _dns: server,
+    };
+    publish(att.ip, &cfg.network.ports)?;
+    Ok((tap, on))
 }
 
 /// The default network's resolver only forwards, as Docker's default
@@ -760,6 +775,8 @@ pub fn on_bridge(cfg: &BoxConfig) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::ports::Proto;
+    use crate::runtime::store::new_id;
 
     fn temp_networks() -> (Networks, PathBuf) {
         let dir = std::env::temp_dir().join(format!("a3s-nets-{}", new_id()));

@@ -15,7 +15,9 @@
 //! check an upstream's reply without parsing it (it is relayed unchanged).
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket,
+};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,13 @@ pub trait Names: Send + Sync {
     /// The addresses are answered in the order given (shuffle them here for
     /// Docker's round robin over an alias shared by several boxes).
     fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>>;
+
+    /// The resolvers the box at `client` forwards to, when it has its own
+    /// (`--dns` on a user network, as Docker's embedded resolver takes
+    /// them); `None`: the resolver's own upstreams.
+    fn upstreams_for(&self, _client: IpAddr) -> Option<Vec<SocketAddr>> {
+        None
+    }
 }
 
 /// What to do with one query.
@@ -338,6 +347,18 @@ fn join(thread: JoinHandle<io::Result<()>>) -> io::Result<()> {
 struct Upstream {
     servers: Vec<SocketAddr>,
     timeout: Duration,
+    /// The resolver's own address, never asked.
+    own: SocketAddr,
+}
+
+impl Upstream {
+    /// Where a query of `client`'s goes.
+    fn pick(&self, names: &dyn Names, client: IpAddr) -> Vec<SocketAddr> {
+        match names.upstreams_for(client) {
+            Some(own) => own.into_iter().filter(|a| *a != self.own).collect(),
+            None => self.servers.clone(),
+        }
+    }
 }
 
 /// Serves on `udp` and `tcp` (from [`bind`]) until the sockets fail: one
@@ -355,7 +376,11 @@ pub fn serve(
 ) -> io::Result<Server> {
     let own = udp.local_addr()?;
     let servers = upstream.into_iter().filter(|a| *a != own).collect();
-    let upstream = Arc::new(Upstream { servers, timeout });
+    let upstream = Arc::new(Upstream {
+        servers,
+        timeout,
+        own,
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let udp = Arc::new(udp);
     let tcp_handle = tcp.try_clone()?;
@@ -442,10 +467,15 @@ fn serve_udp(
             Err(e) => return Err(e),
         };
         let query = &buf[..n];
-        let answer = match reply(query, &*names) {
+        let reply = reply(query, &*names);
+        let servers = match reply {
+            Reply::Forward => upstream.pick(&*names, client.ip()),
+            _ => Vec::new(),
+        };
+        let answer = match reply {
             Reply::Answer(answer) => answer,
             Reply::Drop => continue,
-            Reply::Forward if upstream.servers.is_empty() => failure(query, SERVFAIL),
+            Reply::Forward if servers.is_empty() => failure(query, SERVFAIL),
             Reply::Forward => match Slot::take(&in_flight, MAX_FORWARDS) {
                 None => failure(query, SERVFAIL),
                 Some(slot) => {
@@ -454,7 +484,7 @@ fn serve_udp(
                         .name("dns-forward".into())
                         .spawn(move || {
                             let _slot = slot;
-                            let answer = forward_udp(&owned, &upstream)
+                            let answer = forward_udp(&owned, &servers, upstream.timeout)
                                 .unwrap_or_else(|| failure(&owned, SERVFAIL));
                             let _ = sock.send_to(&answer, client);
                         });
@@ -486,10 +516,21 @@ fn try_next(answer: &[u8]) -> bool {
 
 /// Asks the upstreams in order over UDP; the first real answer, unchanged,
 /// else the last failure an upstream sent, else `None`.
-fn forward_udp(query: &[u8], upstream: &Upstream) -> Option<Vec<u8>> {
+fn forward_udp(query: &[u8], servers: &[SocketAddr], timeout: Duration) -> Option<Vec<u8>> {
+    forward(query, servers, timeout, ask_udp)
+}
+
+/// Asks `servers` in order with `ask`; the first real answer, unchanged,
+/// else the last failure one sent, else `None`.
+fn forward(
+    query: &[u8],
+    servers: &[SocketAddr],
+    timeout: Duration,
+    ask: fn(&[u8], SocketAddr, Duration) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
     let mut last = None;
-    for server in &upstream.servers {
-        match ask_udp(query, *server, upstream.timeout) {
+    for server in servers {
+        match ask(query, *server, timeout) {
             Some(answer) if try_next(&answer) => last = Some(answer),
             Some(answer) => return Some(answer),
             None => {}
@@ -536,8 +577,8 @@ fn serve_tcp(
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let stream = match got {
-            Ok((stream, _)) => stream,
+        let (stream, client) = match got {
+            Ok(got) => got,
             Err(e) if transient(&e) => {
                 // Out of descriptors, say: give the connections time to end.
                 std::thread::sleep(Duration::from_millis(50));
@@ -553,7 +594,8 @@ fn serve_tcp(
             .name("dns-conn".into())
             .spawn(move || {
                 let _slot = slot;
-                let _ = serve_connection(stream, &*names, &upstream);
+                let servers = upstream.pick(&*names, client.ip());
+                let _ = serve_connection(stream, &*names, &servers, upstream.timeout);
             });
     }
 }
@@ -563,7 +605,8 @@ fn serve_tcp(
 fn serve_connection(
     mut stream: TcpStream,
     names: &dyn Names,
-    upstream: &Upstream,
+    servers: &[SocketAddr],
+    timeout: Duration,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(TCP_IDLE))?;
     stream.set_write_timeout(Some(TCP_IDLE))?;
@@ -575,7 +618,7 @@ fn serve_connection(
             Reply::Answer(answer) => answer,
             Reply::Drop => return Ok(()),
             Reply::Forward => {
-                forward_tcp(&query, upstream).unwrap_or_else(|| failure(&query, SERVFAIL))
+                forward_tcp(&query, servers, timeout).unwrap_or_else(|| failure(&query, SERVFAIL))
             }
         };
         write_message(&mut stream, &answer)?;
@@ -604,16 +647,8 @@ fn write_message(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
 }
 
 /// Asks the upstreams in order over TCP, as `forward_udp` does over UDP.
-fn forward_tcp(query: &[u8], upstream: &Upstream) -> Option<Vec<u8>> {
-    let mut last = None;
-    for server in &upstream.servers {
-        match ask_tcp(query, *server, upstream.timeout) {
-            Some(answer) if try_next(&answer) => last = Some(answer),
-            Some(answer) => return Some(answer),
-            None => {}
-        }
-    }
-    last
+fn forward_tcp(query: &[u8], servers: &[SocketAddr], timeout: Duration) -> Option<Vec<u8>> {
+    forward(query, servers, timeout, ask_tcp)
 }
 
 fn ask_tcp(query: &[u8], server: SocketAddr, timeout: Duration) -> Option<Vec<u8>> {
@@ -876,6 +911,38 @@ mod tests {
         let (server, srv) = start(vec![up], FORWARD_TIMEOUT);
         let q = query(0xbeef, "example.com", 1);
         assert_eq!(ask(server, &q), upstream_answer(&q));
+        srv.stop().unwrap();
+    }
+
+    /// A box of its own resolvers: every client's queries go to `0`.
+    struct OwnResolvers(Vec<SocketAddr>);
+
+    impl Names for OwnResolvers {
+        fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+            (name == "web").then(|| vec![Ipv4Addr::new(172, 18, 0, 2)])
+        }
+
+        fn upstreams_for(&self, client: IpAddr) -> Option<Vec<SocketAddr>> {
+            client.is_loopback().then(|| self.0.clone())
+        }
+    }
+
+    #[test]
+    fn a_box_with_its_own_resolvers_is_forwarded_to_them_not_the_hosts() {
+        // The host's upstream would refuse; the box's own answers.
+        let hosts = fake_upstream(0, |q| failure(q, REFUSED));
+        let boxes = fake_upstream(2, upstream_answer);
+        let (udp, tcp) = (0..20)
+            .find_map(|_| bind((LOCALHOST, 0).into()).ok())
+            .expect("bind the resolver");
+        let server = udp.local_addr().unwrap();
+        let names = Arc::new(OwnResolvers(vec![boxes]));
+        let srv = serve(udp, tcp, names, vec![hosts], FORWARD_TIMEOUT).unwrap();
+        let q = query(9, "example.com", 1);
+        assert_eq!(ask(server, &q), upstream_answer(&q));
+        // The box's names are still answered here.
+        let answer = ask(server, &query(10, "web", 1));
+        assert_eq!(Packet::parse(&answer).unwrap().answers.len(), 1);
         srv.stop().unwrap();
     }
 

@@ -77,14 +77,17 @@ pub fn box_mac(cfg: &BoxConfig) -> [u8; 6] {
     cfg.network
         .mac_address
         .as_deref()
-        .and_then(|m| {
-            let b: Vec<u8> = m
-                .split(':')
-                .filter_map(|x| u8::from_str_radix(x, 16).ok())
-                .collect();
-            <[u8; 6]>::try_from(b).ok()
-        })
+        .and_then(parse_mac)
         .unwrap_or_else(|| mac(&cfg.id))
+}
+
+/// Six hex byte pairs split by `:` or `-`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = s
+        .split([':', '-'])
+        .map(|b| (b.len() == 2).then(|| u8::from_str_radix(b, 16).ok())?)
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
 }
 
 /// A locally administered unicast MAC address from the box's ID, so each box
@@ -140,9 +143,14 @@ fn resolv_conf(cfg: &BoxConfig, host: &str) -> String {
     if !search.is_empty() {
         s.push_str(&format!("search {}\n", search.join(" ")));
     }
-    if cfg.network.dns.is_empty() {
-        // passt's forwarder; on a bridge network the resolver every box's
-        // shim serves on the gateway (it forwards what is not a box's name).
+    let user_network = cfg.network.attachment.as_ref().filter(|a| a.discovery);
+    if let Some(a) = user_network {
+        // The resolver every box's shim serves on the gateway: the boxes'
+        // names, the rest forwarded (to `--dns`, if given, as Docker's).
+        s.push_str(&format!("nameserver {}\n", a.gateway));
+    } else if cfg.network.dns.is_empty() {
+        // passt's forwarder; on the default bridge network the resolver on
+        // the gateway, which only forwards.
         let ns = match (cfg.network.mode, gateway(cfg)) {
             (NetworkMode::Bridge, Some(gw)) => gw,
             _ => DNS_FORWARD,
@@ -446,7 +454,10 @@ mod tests {
             prefix: 16,
             gateway: Ipv4Addr::new(172, 18, 0, 1),
             aliases: vec![],
+            discovery: true,
         });
+        // On a user network --dns goes to the resolver, not resolv.conf.
+        c.network.dns = vec!["192.0.2.53".into()];
         c.network.extra_hosts = vec![("hostbox".into(), "host-gateway".into())];
         c.network.mac_address = Some("02:42:ac:12:00:05".into());
         let setup = box_setup(&c);

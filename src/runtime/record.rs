@@ -89,6 +89,9 @@ pub struct Attachment {
     /// `--network-alias`: more names the box answers to on the network.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The network resolves its boxes' names (every one but the default).
+    #[serde(default)]
+    pub discovery: bool,
 }
 
 /// Which network a box is on.
@@ -249,6 +252,13 @@ pub enum Status {
     /// The main process ended and the restart policy starts it again soon.
     Restarting,
     Exited,
+}
+
+impl Status {
+    /// Whether the box's VM is up (its workload running or frozen).
+    pub fn has_vm(self) -> bool {
+        matches!(self, Status::Running | Status::Paused)
+    }
 }
 
 /// Where a box is in its life. Written atomically by the shim (and by the CLI when it

@@ -616,10 +616,9 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
     let mut on_bridge = None;
     if cfg.network.mode == NetworkMode::Bridge {
         match crate::net::bridge::start_box(store, &cfg) {
-            Ok(mut b) => {
-                let tap = b.take_tap().expect("a fresh tap");
+            Ok((tap, held)) => {
                 devices.push(Box::new(Net::with_tap(tap, network::box_mac(&cfg))));
-                on_bridge = Some(b);
+                on_bridge = Some(held);
             }
             Err(e) => return fail(format!("cannot set up the box's network: {e}")),
         }

@@ -63,9 +63,14 @@ impl Loaded {
     }
 
     /// Starts an HTTP server of the host's on `bind_ip` that answers
-    /// `from-the-host`, and runs a box (with `net_args`) that curls it by the
-    /// name `hostbox`, given as `--add-host hostbox:host-gateway`.
-    pub fn curl_host_server(&self, bind_ip: &str, net_args: &[&str]) -> std::process::Output {
+    /// `from-the-host`, and runs a box (with `run_args`) that curls it by the
+    /// name `url_host`.
+    pub fn curl_host_server(
+        &self,
+        bind_ip: &str,
+        url_host: &str,
+        run_args: &[&str],
+    ) -> std::process::Output {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind((bind_ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -77,9 +82,9 @@ impl Loaded {
                     conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nfrom-the-host\n");
             }
         });
-        let url = format!("http://hostbox:{port}/");
-        let mut args = vec!["run", "--rm", "--add-host", "hostbox:host-gateway"];
-        args.extend(net_args);
+        let url = format!("http://{url_host}:{port}/");
+        let mut args = vec!["run", "--rm"];
+        args.extend(run_args);
         args.extend([IMAGE, "curl", "-fsS", "--max-time", "20", &url]);
         self.a3s(&args)
     }

@@ -229,18 +229,51 @@ impl DataPath {
     /// Sends every chain on the transmit queue to the backend until the
     /// pending buffer is full; then waits for the backend to drain. Once the
     /// backend is gone, frames are dropped as a NIC without link would.
+    /// Kicks are asked for again only once the queue is drained: while the
+    /// backend is full, its becoming writable wakes the worker instead.
     pub(super) fn process_tx(&mut self) {
         let mut used_any = false;
+        // Without EVENT_IDX, sets NO_NOTIFY; with it, the driver kicks no
+        // more once past the avail_event we last wrote.
+        let _ = self.tx.disable_notification(&self.mem);
+        // Set once a re-check found chains: if the next pass takes none, the
+        // driver's index is not believed again.
+        let mut again = false;
+        loop {
+            let (popped, full) = self.drain_tx(&mut used_any);
+            if full || (again && popped == 0) {
+                break;
+            }
+            // True when chains came after the queue looked empty.
+            match self.tx.enable_notification(&self.mem) {
+                Ok(true) => {
+                    again = true;
+                    let _ = self.tx.disable_notification(&self.mem);
+                }
+                _ => break,
+            }
+        }
+        self.flush();
+        if used_any && self.tx.needs_notification(&self.mem).unwrap_or(true) {
+            self.interrupt.signal_used_queue();
+        }
+    }
+
+    /// Takes transmit chains until the queue is empty or the backend's
+    /// buffer is full; returns how many it took and whether it is full.
+    fn drain_tx(&mut self, used_any: &mut bool) -> (usize, bool) {
+        let mut popped = 0;
         loop {
             if self.backend.tx_full() {
                 self.flush();
                 if !self.gone() && self.backend.tx_full() {
-                    break;
+                    return (popped, true);
                 }
             }
             let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) else {
-                break;
+                return (popped, false);
             };
+            popped += 1;
             let head = chain.head_index();
             let gone = self.gone();
             let max_frame = self.backend.max_frame_len();
@@ -253,13 +286,9 @@ impl DataPath {
                 Err(e) => self.guest_error(&e),
             }
             match self.tx.add_used(&self.mem, head, 0) {
-                Ok(()) => used_any = true,
+                Ok(()) => *used_any = true,
                 Err(source) => self.guest_error(&NetError::UsedRing { head, source }),
             }
-        }
-        self.flush();
-        if used_any && self.tx.needs_notification(&self.mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
         }
     }
 
@@ -269,6 +298,8 @@ impl DataPath {
     pub(super) fn process_rx(&mut self) -> bool {
         let mut used_any = false;
         let mut handled = 0;
+        // Receive kicks matter only while a frame waits for buffers.
+        let _ = self.rx.disable_notification(&self.mem);
         let more = loop {
             if handled == RX_BUDGET {
                 break true;
@@ -324,12 +355,21 @@ impl DataPath {
         let mut capacity = 0;
         self.rx_chains.clear();
         self.rx_segments.clear();
+        // Asked for a kick and found no chain since.
+        let mut asked_in_vain = false;
         while capacity < need && self.rx_chains.len() < max_chains {
             let Some(chain) = self.rx.pop_descriptor_chain(&self.mem) else {
+                // Ask for a kick at the next buffer, then look once more:
+                // buffers that came meanwhile would bring none.
+                if !asked_in_vain && matches!(self.rx.enable_notification(&self.mem), Ok(true)) {
+                    asked_in_vain = true;
+                    continue;
+                }
                 // Nothing written yet: the chains stay for the next kick.
                 self.rx.set_next_avail(start);
                 return Delivery::NoBuffers;
             };
+            asked_in_vain = false;
             let head = chain.head_index();
             match rx_chain_segments(&self.mem, chain, &mut self.rx_segments) {
                 Ok(n) => {
@@ -890,6 +930,73 @@ mod tests {
         );
         assert_eq!(read(&mem, rx_buffer(more[0]) + 12, 1500), frame(1500));
         assert_eq!(read(&mem, rx_buffer(more[1]) + 12, 60), frame(60));
+    }
+
+    const EVENT_IDX: u64 = 1 << crate::vmm::devices::virtio::VIRTIO_RING_F_EVENT_IDX;
+
+    #[test]
+    fn with_event_idx_the_driver_is_asked_to_kick_at_the_chain_after_those_sent() {
+        let mem = memory();
+        let mut g = Guest::new(&mem, EVENT_IDX);
+        for _ in 0..3 {
+            g.send(&PLAIN_HDR, &frame(60), 1);
+        }
+        for _ in 0..3 {
+            assert_eq!(g.peer_frame(), frame(60));
+        }
+        assert_eq!(g.tx_used(3).len(), 3);
+        assert!(wait_until(|| g.tx.avail_event(&mem) == 3));
+        assert!(g.tx.would_kick(&mem, true));
+    }
+
+    #[test]
+    fn with_event_idx_interrupts_wait_for_the_drivers_used_event() {
+        let mem = memory();
+        let mut g = Guest::new(&mem, EVENT_IDX);
+        // Interrupt once the second chain is used, not for the first.
+        g.tx.set_used_event(&mem, 1);
+        g.send(&PLAIN_HDR, &frame(60), 1);
+        assert_eq!(g.peer_frame(), frame(60));
+        assert_eq!(g.tx_used(1).len(), 1);
+        std::thread::sleep(QUIET);
+        assert_eq!(g.interrupt.used(), 0);
+
+        g.send(&PLAIN_HDR, &frame(61), 1);
+        assert_eq!(g.peer_frame(), frame(61));
+        assert_eq!(g.tx_used(1).len(), 1);
+        assert!(wait_until(|| g.interrupt.used() == 1));
+    }
+
+    /// Receive kicks are asked for only while a frame waits for buffers.
+    fn receive_kicks_follow_the_waiting_frame(event_idx: bool) {
+        let mem = memory();
+        let mut g = Guest::new(&mem, MRG | if event_idx { EVENT_IDX } else { 0 });
+        g.add_rx_buffers(2, 2048);
+        g.peer_send(&frame(100));
+        assert_eq!(g.rx_used(1).len(), 1);
+        // Buffers remain: a driver adding one more need not kick.
+        std::thread::sleep(QUIET);
+        assert!(!g.rx.would_kick(&mem, event_idx));
+
+        g.peer_send(&frame(200));
+        g.peer_send(&frame(300));
+        assert_eq!(g.rx_used(1).len(), 1);
+        // The third frame waits: the next buffer must be kicked.
+        assert!(wait_until(|| g.rx.would_kick(&mem, event_idx)));
+        let more = g.add_rx_buffers(1, 2048);
+        assert_eq!(g.rx_used(1), vec![(u32::from(more[0]), 312)]);
+        std::thread::sleep(QUIET);
+        assert!(!g.rx.would_kick(&mem, event_idx));
+    }
+
+    #[test]
+    fn with_event_idx_receive_kicks_are_asked_for_only_while_a_frame_waits() {
+        receive_kicks_follow_the_waiting_frame(true);
+    }
+
+    #[test]
+    fn without_event_idx_receive_kicks_are_asked_for_only_while_a_frame_waits() {
+        receive_kicks_follow_the_waiting_frame(false);
     }
 
     #[test]

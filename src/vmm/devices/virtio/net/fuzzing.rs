@@ -25,7 +25,9 @@ use super::header::{
     check_tap_tx, Offloads, MAX_FRAME_LEN, MAX_TAP_FRAME_LEN, MIN_FRAME_LEN, NET_HDR_LEN,
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM,
 };
-use crate::vmm::devices::virtio::{GuestMemory, Interrupt, VIRTIO_F_VERSION_1};
+use crate::vmm::devices::virtio::{
+    GuestMemory, Interrupt, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+};
 
 const RING: u16 = 16;
 const MEM_SIZE: usize = 0x10_0000;
@@ -63,9 +65,10 @@ impl Ring {
         }
     }
 
-    fn queue(&self) -> Queue {
+    fn queue(&self, event_idx: bool) -> Queue {
         let mut q = Queue::new(RING).expect("valid size");
         q.set_size(RING);
+        q.set_event_idx(event_idx);
         let split = |a: u64| (Some((a & 0xffff_ffff) as u32), Some((a >> 32) as u32));
         let (lo, hi) = split(self.desc);
         q.set_desc_table_address(lo, hi);
@@ -133,7 +136,8 @@ pub(super) fn packet_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The features a session's mode byte asks for: bit 0 MRG_RXBUF, bit 1 the
-/// tap, bit 2 the guest's offloads, bit 3 the host's (the tap's only).
+/// tap, bit 2 the guest's offloads, bit 3 the host's (the tap's only), bit 4
+/// EVENT_IDX.
 fn session_features(mode: u8) -> (bool, u64) {
     let tap = mode & 2 != 0;
     let mut features = 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_STATUS;
@@ -157,6 +161,7 @@ fn session_features(mode: u8) -> (bool, u64) {
                 VIRTIO_NET_F_HOST_ECN,
             ],
         ),
+        (16, vec![VIRTIO_RING_F_EVENT_IDX]),
     ];
     for (mask, bits) in pick {
         if mode & mask != 0 {
@@ -203,10 +208,11 @@ impl Session {
         } else {
             Backend::stream(ours)
         };
+        let event_idx = features & 1 << VIRTIO_RING_F_EVENT_IDX != 0;
         let path = DataPath::new(
             mem.clone(),
-            rx.queue(),
-            tx.queue(),
+            rx.queue(event_idx),
+            tx.queue(event_idx),
             Arc::new(NoInterrupt),
             backend,
             features,

@@ -4,8 +4,8 @@
 //! - **Stream** (`Net::new`, user-mode networking): a stream socket that
 //!   speaks the protocol of QEMU's `-netdev stream` and passt — each frame
 //!   preceded by its length as a 4-byte big-endian integer, with no virtio
-//!   header on the wire. Features: VERSION_1, MAC, STATUS, MRG_RXBUF and
-//!   CSUM. With CSUM the guest may hand us frames whose transport checksum
+//!   header on the wire. Features: VERSION_1, EVENT_IDX, MAC, STATUS,
+//!   MRG_RXBUF and CSUM. With CSUM the guest may hand us frames whose transport checksum
 //!   is only partial (NEEDS_CSUM); the device completes it in software,
 //!   since the backend wants whole frames. No TSO: the stream cannot take a
 //!   segment larger than one frame, so the guest must segment. No
@@ -18,7 +18,10 @@
 //!   reach the guest with num_buffers set, and on activation TUNSETOFFLOAD
 //!   limits what the kernel sends to what the guest acked. No UFO or USO.
 //!
-//! Neither offers MQ, EVENT_IDX or the control queue.
+//! Neither offers MQ or the control queue. The device asks for transmit
+//! kicks only once it has drained the queue, and for receive kicks only
+//! while a frame waits for buffers (EVENT_IDX, or the NO_NOTIFY flag when the
+//! driver did not take it); interrupts follow the driver's `used_event`.
 //!
 //! `queue_notify` runs on the vCPU thread and only writes an `EventFd`; one
 //! worker thread per activated device runs an epoll loop over the backend

@@ -16,7 +16,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use super::fuzzing::packet_pair;
 use super::header::{MAX_TAP_FRAME_LEN, NET_HDR_LEN};
 use super::{Net, QUEUE_SIZE};
-use crate::vmm::devices::virtio::{GuestMemory, VirtioDevice};
+use crate::vmm::devices::virtio::{GuestMemory, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
 
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 pub const VRING_DESC_F_NEXT: u16 = 1;
@@ -61,10 +61,12 @@ fn used_ring(vq: &MockSplitQueue<'_, GuestMemory>) -> GuestAddress {
     GuestAddress(avail_end.next_multiple_of(4))
 }
 
-fn queue(vq: &MockSplitQueue<'_, GuestMemory>) -> Queue {
+/// The queue as the transport hands it over, with EVENT_IDX as negotiated.
+fn queue(vq: &MockSplitQueue<'_, GuestMemory>, features: u64) -> Queue {
     let mut q: Queue = vq.create_queue().unwrap();
     let used = used_ring(vq).0;
     q.set_used_ring_address(Some((used & 0xffff_ffff) as u32), Some((used >> 32) as u32));
+    q.set_event_idx(features & 1 << VIRTIO_RING_F_EVENT_IDX != 0);
     q
 }
 
@@ -102,6 +104,37 @@ impl<'a> GuestQueue<'a> {
         self.vq.avail().ring().ref_at(slot).unwrap().store(first);
         self.avail = self.avail.wrapping_add(1);
         self.vq.avail().idx().store(self.avail);
+    }
+
+    /// The used ring's flags: VRING_USED_F_NO_NOTIFY (1) asks for no kicks.
+    pub fn used_flags(&self, mem: &GuestMemory) -> u16 {
+        mem.read_obj(used_ring(&self.vq)).unwrap()
+    }
+
+    /// The device's avail_event (EVENT_IDX): kick when the index passes it.
+    pub fn avail_event(&self, mem: &GuestMemory) -> u16 {
+        let at = used_ring(&self.vq).unchecked_add(4 + 8 * u64::from(QUEUE_SIZE));
+        mem.read_obj(at).unwrap()
+    }
+
+    /// The driver's used_event (EVENT_IDX): interrupt once the used index
+    /// passes it.
+    pub fn set_used_event(&self, mem: &GuestMemory, idx: u16) {
+        let at = self
+            .vq
+            .avail_addr()
+            .unchecked_add(4 + 2 * u64::from(QUEUE_SIZE));
+        mem.write_obj(idx, at).unwrap();
+    }
+
+    /// Whether a driver honouring the device's suppression would kick after
+    /// publishing one more chain, as Linux's virtqueue_kick_prepare decides.
+    pub fn would_kick(&self, mem: &GuestMemory, event_idx: bool) -> bool {
+        if !event_idx {
+            return self.used_flags(mem) & 1 == 0;
+        }
+        let (new, old) = (self.avail.wrapping_add(1), self.avail);
+        new.wrapping_sub(self.avail_event(mem)).wrapping_sub(1) < new.wrapping_sub(old)
     }
 
     pub fn used_idx(&self, mem: &GuestMemory) -> u16 {
@@ -166,7 +199,7 @@ impl<'a> Guest<'a> {
         let interrupt = Arc::new(CountingInterrupt::default());
         net.activate(
             mem.clone(),
-            vec![queue(&rx.vq), queue(&tx.vq)],
+            vec![queue(&rx.vq, features), queue(&tx.vq, features)],
             interrupt.clone(),
         )
         .unwrap();
@@ -350,7 +383,7 @@ impl Guest<'_> {
         self.net
             .activate(
                 self.mem.clone(),
-                vec![queue(&self.rx.vq), queue(&self.tx.vq)],
+                vec![queue(&self.rx.vq, features), queue(&self.tx.vq, features)],
                 self.interrupt.clone(),
             )
             .unwrap();

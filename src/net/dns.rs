@@ -457,14 +457,21 @@ fn serve_udp(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut buf = vec![0u8; usize::from(u16::MAX)];
     loop {
-        let got = sock.recv_from(&mut buf);
+        // Not std's recv_from: on a socket whose read side was shut down it
+        // gets no address back, which std takes for a broken kernel and
+        // panics over.
+        let got = rustix::net::recvfrom(&*sock, &mut buf[..], rustix::net::RecvFlags::empty());
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
         let (n, client) = match got {
-            Ok(got) => got,
-            Err(e) if transient(&e) => continue,
-            Err(e) => return Err(e),
+            Ok((n, _, Some(from))) => match SocketAddr::try_from(from) {
+                Ok(client) => (n, client),
+                Err(_) => continue,
+            },
+            Ok((_, _, None)) => continue,
+            Err(e) if transient(&e.into()) => continue,
+            Err(e) => return Err(e.into()),
         };
         let query = &buf[..n];
         let reply = reply(query, &*names);

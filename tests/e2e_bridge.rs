@@ -283,6 +283,26 @@ fn a_port_published_on_the_bridge_answers_on_the_host_and_goes_with_the_box() {
         "a3s-box: Bind for 0.0.0.0:18090 failed: port is already allocated\n"
     );
 
+    // Boxes reach the published port through the host's address too: the
+    // box itself, and another box on the network (hairpin NAT).
+    let out = a3s(&[
+        "exec",
+        "pubweb",
+        "curl",
+        "-sS",
+        "--max-time",
+        "15",
+        "http://192.0.2.10:18090/",
+    ]);
+    assert!(
+        stdout(&out).contains("Welcome to nginx"),
+        "{}",
+        stderr(&out)
+    );
+    let (code, page) = curl_from("bridge", "http://192.0.2.10:18090/");
+    assert_eq!(code, Some(0), "{page}");
+    assert!(page.contains("Welcome to nginx"), "{page}");
+
     // The box reaches a server of the host's on its gateway.
     let out = env().curl_host_server(
         "0.0.0.0",
@@ -290,6 +310,50 @@ fn a_port_published_on_the_bridge_answers_on_the_host_and_goes_with_the_box() {
         &["--network", "bridge", "--add-host", "hostbox:host-gateway"],
     );
     assert_eq!(stdout(&out), "from-the-host\n", "{}", stderr(&out));
+
+    // A box whose VMM is killed outright: the next look at it takes its
+    // port off the host, and leaves the other box's alone.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pubgone",
+        "--network",
+        "bridge",
+        "-p",
+        "18091:80",
+        IMAGE,
+    ]);
+    assert!(page_on("127.0.0.1:18091").contains("Welcome to nginx"));
+    let pid: i32 = ok(&["inspect", "--format", "{{.State.Pid}}", "pubgone"])
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill takes plain integers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let row = ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=pubgone",
+        "--format",
+        "{{.Status}}",
+    ]);
+    // The harness's PID 1 reaps late: the VMM may still be a zombie here.
+    assert!(row.starts_with("Exited (255)"), "{row}");
+    assert!(!nft_ports().contains("18091"), "{}", nft_ports());
+    assert!(nft_ports().contains("18090"), "{}", nft_ports());
+    assert!(
+        TcpListener::bind("0.0.0.0:18091").is_ok(),
+        "the port is still held"
+    );
+    ok(&["rm", "pubgone"]);
 
     ok(&["rm", "-f", "pubweb"]);
     no_tap_left();

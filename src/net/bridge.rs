@@ -19,7 +19,10 @@
 //! (protocol and port, or host address, protocol and port, to the box's
 //! address and port) that DNAT turns into the box's. A box's shim adds its
 //! ports as it starts and takes them out as it ends; whoever finds a box
-//! whose shim died takes them out too.
+//! whose shim died takes them out too. A published port answers boxes too,
+//! on any of the host's addresses (hairpin NAT: what was DNATed from a
+//! bridge to a bridge is let through and masqueraded, so the answer comes
+//! back through the host).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -476,9 +479,11 @@ fn table_script() -> String {
 		type nat hook postrouting priority srcnat; policy accept;
 		ip saddr @subnets ip daddr != @subnets masquerade
 		ip saddr 127.0.0.0/8 ip daddr @subnets masquerade
+		ip saddr @subnets ip daddr @subnets ct status dnat masquerade
 	}}
 	chain forward {{
 		type filter hook forward priority filter; policy accept;
+		iifname @bridges oifname @bridges ct status dnat accept
 		iifname @bridges oifname @bridges drop
 		ip daddr @subnets ct state established,related accept
 		ip daddr @subnets ct status dnat accept
@@ -629,6 +634,45 @@ pub fn unpublish(ports: &[PortMapping]) {
     }
 }
 
+/// Takes out of the NAT table those of `ports` that still lead to `ip`:
+/// what the shim of a box at `ip` left when it died. A port another box has
+/// published since is left to it.
+pub fn unpublish_stale(ip: Ipv4Addr, ports: &[PortMapping]) {
+    if ports.is_empty() || !table_exists() {
+        return;
+    }
+    for m in ports {
+        let Some((map, key)) = port_key(m) else {
+            continue;
+        };
+        let element = format!("{{ {key} }}");
+        let Ok(out) = Command::new("nft")
+            .args(["get", "element", "ip", TABLE, map, &element])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        let listed = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && leads_to(&listed, ip, m.box_port) {
+            let _ = nft(
+                String::new(),
+                &format!("delete element ip {TABLE} {map} {element}\n"),
+            );
+        }
+    }
+}
+
+/// Whether nft's listing of one map element maps it to `ip . port`.
+fn leads_to(listing: &str, ip: Ipv4Addr, port: u16) -> bool {
+    let value = format!(": {ip} . {port}");
+    listing.split([',', '}']).any(|e| {
+        let e = e.trim_end();
+        e.ends_with(&value)
+    })
+}
+
 /// What a box's shim holds while its box is on a bridge network. Dropping
 /// it takes the box's ports out of the NAT table; the tap goes when its
 /// descriptor (given to the network device) closes.
@@ -767,6 +811,14 @@ impl dns::Names for NoNames {
     }
 }
 
+/// Takes the ports of `cfg`, a box whose shim is gone without taking them
+/// off the host (killed, or dead), out of the NAT table.
+pub fn forget_dead_box(cfg: &BoxConfig) {
+    if let (NetworkMode::Bridge, Some(att)) = (&cfg.network.mode, &cfg.network.attachment) {
+        unpublish_stale(att.ip, &cfg.network.ports);
+    }
+}
+
 /// Whether `cfg` is a box on a bridge network.
 pub fn on_bridge(cfg: &BoxConfig) -> bool {
     cfg.network.mode == NetworkMode::Bridge && cfg.network.attachment.is_some()
@@ -777,6 +829,21 @@ mod tests {
     use super::*;
     use crate::net::ports::Proto;
     use crate::runtime::store::new_id;
+
+    #[test]
+    fn a_stale_port_is_recognised_only_when_it_still_leads_to_the_dead_box() {
+        let listing = "table ip a3s_box {\n\tmap ports {\n\t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\t\telements = { tcp . 18100 : 172.17.0.2 . 80 }\n\t}\n}\n";
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert!(leads_to(listing, ip("172.17.0.2"), 80));
+        // Taken over since by another box, or another port of it.
+        assert!(!leads_to(listing, ip("172.17.0.20"), 80));
+        assert!(!leads_to(listing, ip("72.17.0.2"), 80));
+        assert!(!leads_to(listing, ip("172.17.0.2"), 8080));
+        assert!(!leads_to(listing, ip("172.17.0.2"), 0));
+        let many = "elements = { tcp . 1 : 10.0.0.3 . 81, udp . 1 : 10.0.0.2 . 80 }";
+        assert!(leads_to(many, ip("10.0.0.2"), 80));
+        assert!(!leads_to(many, ip("10.0.0.3"), 80));
+    }
 
     fn temp_networks() -> (Networks, PathBuf) {
         let dir = std::env::temp_dir().join(format!("a3s-nets-{}", new_id()));

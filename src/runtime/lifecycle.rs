@@ -243,11 +243,8 @@ pub fn remove(store: &Store, id: &str, force: bool) -> Result<()> {
         }
         kill_now(store, id)?;
         // A shim that had to be killed could not take its ports off the host.
-        match cfg.as_ref() {
-            Ok(cfg) if crate::net::bridge::on_bridge(cfg) => {
-                crate::net::bridge::unpublish(&cfg.network.ports)
-            }
-            _ => {}
+        if let Ok(cfg) = cfg.as_ref() {
+            crate::net::bridge::forget_dead_box(cfg);
         }
     }
     let _lock = store.lock()?;

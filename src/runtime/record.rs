@@ -309,13 +309,23 @@ impl BoxState {
 }
 
 /// When process `pid` started, in clock ticks after boot (field 22 of
-/// `/proc/<pid>/stat`); `None` when there is no such process.
+/// `/proc/<pid>/stat`); `None` when there is no such process, or it has
+/// ended and only waits to be reaped (a parent that never reaps, such as a
+/// container's shell as PID 1, would otherwise keep a dead box running).
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_of_live(&stat)
+}
+
+fn start_of_live(stat: &str) -> Option<u64> {
     // The command name (field 2) is in parentheses and may hold anything,
     // spaces and ')' included: count fields after its last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // Field 3, the state: Z (zombie) and X (dead) have ended.
+    if matches!(rest.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
 }
 
 pub fn now() -> u64 {
@@ -327,6 +337,18 @@ pub fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_that_ended_has_no_start_even_before_it_is_reaped() {
+        let stat = |state: &str| {
+            format!("225 (a3s) box) {state} 1 225 225 0 -1 4228364 5210 2366 0 0 121 215 36 20 20 0 2 0 1649 0 0")
+        };
+        assert_eq!(start_of_live(&stat("S")), Some(1649));
+        assert_eq!(start_of_live(&stat("R")), Some(1649));
+        assert_eq!(start_of_live(&stat("Z")), None);
+        assert_eq!(start_of_live(&stat("X")), None);
+        assert_eq!(process_start(std::process::id()).map(|t| t > 0), Some(true));
+    }
 
     #[test]
     fn restart_policies_parse_as_dockers() {

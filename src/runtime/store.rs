@@ -240,6 +240,10 @@ impl Store {
             "the box's VMM (pid {pid}) ended without recording how the box ended"
         ));
         self.write_state(id, &st)?;
+        // Nor could it take its published ports off the host.
+        if let Ok(cfg) = self.config(id) {
+            crate::net::bridge::forget_dead_box(&cfg);
+        }
         Ok(st)
     }
 

@@ -15,3 +15,4 @@ pub mod runtime;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod vmm;
+pub mod volume;

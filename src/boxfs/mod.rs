@@ -283,6 +283,24 @@ pub struct Resolved {
     pub abs: String,
 }
 
+/// Bytes of the file at `path`, or of every file under it, links not
+/// followed; what cannot be read counts as nothing.
+pub fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| dir_size(&e.path()))
+                .sum::<u64>()
+        })
+        .unwrap_or(0)
+}
+
 /// `path` made absolute and cleaned, keeping a trailing `/` or `/.` (Docker's
 /// `PreserveTrailingDotOrSeparator`).
 pub fn absolute(path: &str) -> String {

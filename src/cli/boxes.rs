@@ -69,7 +69,7 @@ pub struct RmArgs {
     /// kill a running box first
     #[argh(switch, short = 'f')]
     force: bool,
-    /// also remove the box's anonymous volumes (a box has none of its own yet)
+    /// also remove the box's anonymous volumes
     #[argh(switch, short = 'v')]
     volumes: bool,
     /// boxes (names or IDs)
@@ -210,9 +210,13 @@ pub fn restart(a: RestartArgs) -> anyhow::Result<i32> {
 }
 
 pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
-    let _ = a.volumes;
     each(&a.boxes, |store, id| {
-        Ok(lifecycle::remove(store, id, a.force)?)
+        let cfg = store.config(id).ok();
+        lifecycle::remove(store, id, a.force)?;
+        match cfg {
+            Some(cfg) if a.volumes => Ok(crate::volume::remove_box_volumes(store, &cfg)?),
+            _ => Ok(()),
+        }
     })
 }
 
@@ -420,7 +424,8 @@ fn ps_item(cfg: &BoxConfig, st: &BoxState, trunc: bool, size: Option<String>) ->
         "Size": size.unwrap_or_default(),
         "Names": cfg.name,
         "Labels": labels.join(","),
-        "Mounts": "",
+        "Mounts": cfg.mounts.iter().filter(|m| m.is_share()).map(|m| m.source.as_str())
+            .collect::<Vec<_>>().join(","),
         "Networks": crate::net::network_name(cfg),
     })
 }
@@ -643,6 +648,12 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
             }
         })
     });
+    let vols = crate::volume::Volumes::open(store.root())?;
+    let mounts: Vec<Value> = cfg
+        .mounts
+        .iter()
+        .map(|m| crate::volume::inspect_mount(&vols, m))
+        .collect();
     Ok(json!({
         "Id": cfg.id,
         "Created": api_time(Some(cfg.created)),
@@ -702,7 +713,7 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
             "ExtraHosts": cfg.network.extra_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>(),
         },
         "GraphDriver": graph,
-        "Mounts": [],
+        "Mounts": mounts,
         "Config": {
             "Hostname": cfg.hostname,
             "User": cfg.user.clone().unwrap_or_default(),

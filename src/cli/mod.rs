@@ -16,6 +16,7 @@ mod shim;
 mod stats;
 mod system;
 pub mod template;
+mod volume;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -132,6 +133,7 @@ enum Command {
     Pause(stats::PauseArgs),
     Unpause(stats::UnpauseArgs),
     Network(network::NetworkArgs),
+    Volume(volume::VolumeArgs),
 }
 
 /// Parses with argh, printing help or the parse error as argh does.
@@ -192,6 +194,11 @@ fn expand_grouped_switches(args: &[&str]) -> Vec<String> {
                 "--ip",
                 "--network-alias",
                 "--mac-address",
+                "-v",
+                "--volume",
+                "--mount",
+                "--tmpfs",
+                "--volumes-from",
             ],
         ),
         Some(&"cp") => return layer::cp_args(args),
@@ -199,6 +206,7 @@ fn expand_grouped_switches(args: &[&str]) -> Vec<String> {
         Some(&"ps") => ("aqls", &["-n", "-f", "--filter", "--format"]),
         Some(&"rm") => ("fv", &[]),
         Some(&"system-prune") => ("af", &[]),
+        Some(&"volume") => return volume::expand_args(args),
         Some(&"logs") => ("ft", &["--tail", "--since", "--until"]),
         Some(&"exec") => ("it", &["-u", "--user", "-e", "--env", "-w", "--workdir"]),
         _ => return args.iter().map(|a| a.to_string()).collect(),
@@ -266,7 +274,8 @@ fn cli_main(args: &[&str]) -> i32 {
         | Command::Events(_)
         | Command::SystemPrune(_)
         | Command::ContainerUpdate(_)
-        | Command::Network(_) => 1,
+        | Command::Network(_)
+        | Command::Volume(_) => 1,
         _ => EXIT_FAILURE,
     };
     let result = match cli.command {
@@ -302,6 +311,7 @@ fn cli_main(args: &[&str]) -> i32 {
         Command::Logs(a) => logs::logs(a),
         Command::Diff(a) => layer::diff(a),
         Command::Network(a) => network::main(a),
+        Command::Volume(a) => volume::main(a),
         Command::Export(a) => layer::export(a),
         Command::Cp(a) => layer::cp(a),
         Command::Commit(a) => layer::commit(a),

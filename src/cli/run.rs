@@ -15,6 +15,7 @@ use crate::runtime::record::now;
 use crate::runtime::record::{NetworkConfig, NetworkMode, RestartPolicy};
 use crate::runtime::{lifecycle, BoxConfig, Store};
 use crate::vmm::memory::parse_size;
+use crate::volume::{self, Volumes};
 
 /// Run a command in a new box.
 #[derive(FromArgs)]
@@ -120,6 +121,18 @@ pub struct RunArgs {
     /// extra /etc/hosts entry NAME:IP (IP host-gateway: the host)
     #[argh(option)]
     add_host: Vec<String>,
+    /// a volume or host directory in the box: [NAME|/HOST/DIR:]/PATH[:ro|rw]
+    #[argh(option, short = 'v')]
+    volume: Vec<String>,
+    /// a mount: type=volume|bind|tmpfs,source=SRC,target=/PATH[,readonly]
+    #[argh(option)]
+    mount: Vec<String>,
+    /// a tmpfs in the box: /PATH[:size=64m,mode=1777]
+    #[argh(option)]
+    tmpfs: Vec<String>,
+    /// the volumes and binds of another box: BOX[:ro|rw]
+    #[argh(option)]
+    volumes_from: Vec<String>,
     /// directory to use as the box's root filesystem
     #[argh(option)]
     rootfs: Option<PathBuf>,
@@ -318,6 +331,8 @@ pub fn check_workdir(w: &str) -> anyhow::Result<()> {
 /// Records a new box as `a` asks (pulling its image when missing) and makes
 /// its layer; the box is "created", not started.
 pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
+    // Mount flags are checked before anything is pulled or made.
+    let requests = mount_requests(a)?;
     // A root directory, or an image whose unpacked tree each box gets a copy of.
     let (rootfs, image, defaults, args) = match &a.rootfs {
         Some(dir) => {
@@ -382,6 +397,9 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
     let network = network_config(a, &defaults)?;
 
     let store = Store::open(&crate::paths::state_dir())?;
+    let from = volumes_from(&store, &a.volumes_from)?;
+    let image_volumes: Vec<String> = defaults.volumes.keys().cloned().collect();
+    let planned = volume::spec::plan(requests, from, &image_volumes)?;
     let mut cfg = BoxConfig {
         id: String::new(),
         name: a.name.clone().unwrap_or_default(),
@@ -412,14 +430,26 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
         auto_remove: a.rm,
         created: now(),
         network,
+        mounts: Vec::new(),
     };
-    if cfg.network.mode == NetworkMode::Bridge {
-        create_on_network(a, &store, &mut cfg)?;
+    // The volumes' lock is held until the record names them: until then no
+    // `volume rm` or prune may take one away.
+    let vols = Volumes::open(store.root())?;
+    let vlock = vols.lock()?;
+    let prepared = volume::prepare(&vols, &vlock, planned, Some(&rootfs))?;
+    cfg.mounts = prepared.mounts;
+    let created = if cfg.network.mode == NetworkMode::Bridge {
+        create_on_network(a, &store, &mut cfg)
     } else {
-        store.create(&mut cfg)?;
+        store.create(&mut cfg).map(drop).map_err(Into::into)
+    };
+    if let Err(e) = created {
+        volume::undo(&vols, &vlock, &prepared.made);
+        return Err(e);
     }
+    drop(vlock);
     if let Err(e) = crate::runtime::logs::save_config(&store.box_dir(&cfg.id), &log) {
-        let _ = store.remove(&cfg.id);
+        discard(&store, &cfg);
         return Err(e.into());
     }
     if cfg.image.is_some() {
@@ -427,7 +457,7 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
         match crate::runtime::rootfs::create_layer(&store.box_dir(&cfg.id)) {
             Ok(layer) => cfg.layer = Some(layer.to_string_lossy().into_owned()),
             Err(e) => {
-                let _ = store.remove(&cfg.id);
+                discard(&store, &cfg);
                 bail!("cannot make the box's layer: {e}");
             }
         }
@@ -445,6 +475,41 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
     )?;
     crate::runtime::events::emit(store.root(), "create", &cfg, &[]);
     Ok((store, cfg))
+}
+
+/// Removes a box that could not be made whole, with the volumes made for it.
+fn discard(store: &Store, cfg: &BoxConfig) {
+    let _ = store.remove(&cfg.id);
+    let _ = volume::remove_box_volumes(store, cfg);
+}
+
+/// `-v`, `--mount` and `--tmpfs`, read by Docker's rules (nothing is made).
+fn mount_requests(a: &RunArgs) -> anyhow::Result<Vec<volume::spec::Request>> {
+    let mut out = Vec::new();
+    for v in &a.volume {
+        out.push(volume::spec::parse_volume(v)?);
+    }
+    for m in &a.mount {
+        out.push(volume::spec::parse_mount(m)?);
+    }
+    for t in &a.tmpfs {
+        out.push(volume::spec::parse_tmpfs(t)?);
+    }
+    Ok(out)
+}
+
+/// `--volumes-from`: each box's mounts, and whether they are read-only here.
+fn volumes_from(
+    store: &Store,
+    specs: &[String],
+) -> anyhow::Result<Vec<(Vec<volume::Mount>, Option<bool>)>> {
+    let mut out = Vec::new();
+    for s in specs {
+        let (name, read_only) = volume::spec::parse_volumes_from(s)?;
+        let id = store.resolve(&name)?;
+        out.push((store.config(&id)?.mounts, read_only));
+    }
+    Ok(out)
 }
 
 /// `--network`, `-p`, `-P`, `--dns`, `--dns-search`, `--add-host`, with the

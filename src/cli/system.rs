@@ -45,7 +45,7 @@ pub struct PruneArgs {
     /// do not ask for confirmation
     #[argh(switch, short = 'f')]
     force: bool,
-    /// also remove volumes (boxes have none yet)
+    /// also remove anonymous volumes no box uses
     #[argh(switch)]
     volumes: bool,
 }
@@ -378,20 +378,6 @@ pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
 
 // ---- system-prune ---------------------------------------------------------
 
-/// Bytes of the files under `dir`, links not followed.
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.filter_map(|e| e.ok())
-        .map(|e| match e.path().symlink_metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// Removes every box that is neither running nor paused nor starting, and
 /// returns the IDs removed with the bytes each took. A box that starts
 /// meanwhile is left alone; one that cannot be removed is reported.
@@ -406,7 +392,7 @@ pub(crate) fn prune_boxes(store: &Store) -> anyhow::Result<Vec<(String, u64)>> {
         if !stopped {
             continue;
         }
-        let size = dir_size(&store.box_dir(&id));
+        let size = crate::boxfs::dir_size(&store.box_dir(&id));
         match lifecycle::remove(store, &id, false) {
             Ok(()) => removed.push((id, size)),
             Err(RuntimeError::Running(_) | RuntimeError::NoSuchBox(_)) => {}
@@ -436,15 +422,17 @@ pub fn prune(a: PruneArgs) -> anyhow::Result<i32> {
         } else {
             "all dangling images"
         };
+        let volumes = if a.volumes {
+            "  - all anonymous volumes not used by at least one box\n"
+        } else {
+            ""
+        };
         let warning = format!(
-            "WARNING! This will remove:\n  - all stopped boxes\n  - all networks not used by at least one box\n  - {images}\n"
+            "WARNING! This will remove:\n  - all stopped boxes\n  - all networks not used by at least one box\n{volumes}  - {images}\n"
         );
         if !confirm(&warning)? {
             return Ok(0);
         }
-    }
-    if a.volumes {
-        eprintln!("a3s-box: --volumes: boxes have no volumes yet, so there are none to remove");
     }
     let store = open()?;
     let boxes = prune_boxes(&store)?;
@@ -469,6 +457,18 @@ pub fn prune(a: PruneArgs) -> anyhow::Result<i32> {
             println!("{n}");
         }
         println!();
+    }
+    if a.volumes {
+        let none = crate::volume::filter::Filters::default();
+        let (volumes, bytes) = super::volume::prune_unused(&store, false, &none)?;
+        freed += bytes;
+        if !volumes.is_empty() {
+            println!("Deleted Volumes:");
+            for v in &volumes {
+                println!("{v}");
+            }
+            println!();
+        }
     }
     let (images, image_bytes) = ImageStore::open(store.root())?.prune(a.all)?;
     freed += image_bytes;

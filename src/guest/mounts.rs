@@ -3,8 +3,10 @@
 //! the kernel filesystems inside it.
 
 use super::sys::{Mount, Sys};
-use crate::proto::RootSource;
+use crate::boxfs::{resolve_in_scope, DirTree, Tree};
+use crate::proto::{GuestMount, GuestMountKind, RootSource};
 use std::io;
+use std::path::{Path, PathBuf};
 
 const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
@@ -249,6 +251,76 @@ fn mount_one(sys: &mut impl Sys, mount: &Mount<'_>) -> io::Result<()> {
     sys.mount(mount)
 }
 
+/// Mounts the box's volumes, binds and tmpfs in its root at `root`, in the
+/// host's order (a mount inside another after it). Each target is resolved
+/// inside the root, links followed there as Docker does, and its missing
+/// directories are made; nothing of the box runs yet to change the tree
+/// meanwhile. A read-only mount is read-only here too, though the host's
+/// share refuses every change to it anyway.
+pub fn mount_volumes(sys: &mut impl Sys, root: &Path, mounts: &[GuestMount]) -> Result<(), String> {
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    let tree = DirTree::open(root).map_err(|e| format!("cannot open the box's root: {e}"))?;
+    for m in mounts {
+        let at = mount_point(&tree, &m.target)
+            .map_err(|e| format!("cannot make the mount point {}: {e}", m.target))?;
+        let target = root.join(at);
+        let target = target
+            .to_str()
+            .ok_or_else(|| format!("mount point {} is not UTF-8", m.target))?;
+        let (source, fstype, mut flags, data) = match &m.kind {
+            GuestMountKind::Share { tag } => (tag.as_str(), "virtiofs", 0, ""),
+            GuestMountKind::Tmpfs {
+                data,
+                exec,
+                suid,
+                dev,
+            } => {
+                let mut flags = 0;
+                for (allowed, flag) in [
+                    (exec, libc::MS_NOEXEC),
+                    (suid, libc::MS_NOSUID),
+                    (dev, libc::MS_NODEV),
+                ] {
+                    if !allowed {
+                        flags |= flag;
+                    }
+                }
+                ("tmpfs", "tmpfs", flags, data.as_str())
+            }
+        };
+        if m.read_only {
+            flags |= libc::MS_RDONLY;
+        }
+        sys.mount(&Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        })
+        .map_err(|e| format!("cannot mount {source} at {}: {e}", m.target))?;
+    }
+    Ok(())
+}
+
+/// `target` resolved in `tree` with every directory on the way made (0755).
+fn mount_point(tree: &DirTree, target: &str) -> io::Result<PathBuf> {
+    let rel = resolve_in_scope(tree, Path::new(target))?;
+    let mut at = PathBuf::new();
+    for c in rel.components() {
+        at.push(c);
+        match tree.lstat(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => tree.make_dir(&at, 0o755)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
+
 /// Whether `target` is a mount point in a `/proc/self/mounts` table.
 fn is_mount_point(table: &str, target: &str) -> bool {
     table
@@ -464,6 +536,75 @@ mod tests {
         assert!(devpts.data.contains("ptmxmode=0666"));
         let sysfs = ROOT_MOUNTS.iter().find(|m| m.fstype == "sysfs").unwrap();
         assert_ne!(sysfs.flags & libc::MS_RDONLY, 0);
+    }
+
+    #[test]
+    fn volumes_are_mounted_in_the_root_with_links_resolved_inside_it() {
+        let t = crate::testing::TempDir::new("guest-volumes");
+        let root = t.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("conf")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
+        std::fs::write(root.join("file"), "").unwrap();
+        let mounts = vec![
+            GuestMount {
+                target: "/srv/data".into(),
+                read_only: true,
+                kind: GuestMountKind::Share { tag: "vol0".into() },
+            },
+            GuestMount {
+                target: "/conf/app".into(),
+                read_only: false,
+                kind: GuestMountKind::Share { tag: "vol1".into() },
+            },
+            GuestMount {
+                target: "/up/scratch".into(),
+                read_only: false,
+                kind: GuestMountKind::Tmpfs {
+                    data: "size=1024,mode=1777".into(),
+                    exec: true,
+                    suid: false,
+                    dev: false,
+                },
+            },
+        ];
+        let mut sys = RecordingSys::pid1();
+        mount_volumes(&mut sys, root, &mounts).unwrap();
+        let got: Vec<_> = sys
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mount(m) => Some((m.source, m.target.to_string(), m.fstype, m.flags, m.data)),
+                _ => None,
+            })
+            .collect();
+        let at = |p: &str| root.join(p).to_str().unwrap().to_string();
+        assert_eq!(
+            got,
+            [
+                ("vol0", at("srv/data"), "virtiofs", libc::MS_RDONLY, ""),
+                ("vol1", at("etc/app"), "virtiofs", 0, ""),
+                (
+                    "tmpfs",
+                    at("scratch"),
+                    "tmpfs",
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    "size=1024,mode=1777"
+                ),
+            ]
+        );
+        assert!(root.join("srv/data").is_dir() && root.join("etc/app").is_dir());
+        assert!(
+            root.join("scratch").is_dir(),
+            "`..` stops at the box's root"
+        );
+        let on_file = [GuestMount {
+            target: "/file/x".into(),
+            read_only: false,
+            kind: GuestMountKind::Share { tag: "vol2".into() },
+        }];
+        let e = mount_volumes(&mut sys, root, &on_file).unwrap_err();
+        assert!(e.contains("/file/x"), "{e}");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use super::spawn::{self, Placement, SpawnFailure, Spec, Stdio};
 use super::supervisor::{Isolation, Supervisor};
 use super::{pty, user, workload, DEFAULT_PATH};
 use crate::proto::{
-    read_message, seal_output_frame, server_handshake, BoxSetup, ExecRequest, FrameError, Message,
-    OutputStream, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, PORT_EXEC, PORT_PTY,
+    read_message, seal_output_frame, server_handshake, BoxSetup, ExecRequest, FrameError,
+    GuestMount, Message, OutputStream, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, PORT_EXEC, PORT_PTY,
 };
 
 /// How long output may keep coming after the process ended (from processes
@@ -600,12 +600,14 @@ pub fn serve_control<C: Connection>(sup: &Arc<Supervisor>, conn: C) {
                 hostname,
                 exec,
                 setup,
+                mounts,
             } => {
                 if let Err(why) = sup.begin_main() {
                     outbox.error(why);
                     continue;
                 }
                 let closed = closed_rx.take().unwrap_or_else(|| mpsc::channel().1);
+                let setup = (setup, mounts);
                 run_main(sup, &outbox, &exec, hostname, &setup, closed, &mut main);
             }
             Message::Status => {
@@ -661,14 +663,18 @@ fn run_main(
     outbox: &Outbox,
     exec: &ExecRequest,
     hostname: String,
-    setup: &BoxSetup,
+    (setup, mounts): &(BoxSetup, Vec<GuestMount>),
     closed: Receiver<()>,
     main: &mut Option<Arc<Input>>,
 ) {
     let kind = Kind::Main { hostname };
     let prepared = match sup.isolation() {
-        Isolation::Namespaces { root } => super::net::apply(setup, Path::new(root)),
-        Isolation::Off { .. } if *setup == BoxSetup::default() => Ok(()),
+        // The volumes first: files laid over the root may lie inside one.
+        Isolation::Namespaces { root } => {
+            super::mounts::mount_volumes(&mut super::sys::LinuxSys, Path::new(root), mounts)
+                .and_then(|()| super::net::apply(setup, Path::new(root)))
+        }
+        Isolation::Off { .. } if *setup == BoxSetup::default() && mounts.is_empty() => Ok(()),
         Isolation::Off { .. } => Err("this guest has no box root to set up".into()),
     };
     let started = prepared
@@ -1158,6 +1164,7 @@ mod tests {
                 hostname: "box".into(),
                 exec: req,
                 setup: BoxSetup::default(),
+                mounts: Vec::new(),
             },
         )
         .unwrap();
@@ -1202,6 +1209,7 @@ mod tests {
             hostname: String::new(),
             exec: exec(&["sleep", "100"]),
             setup: BoxSetup::default(),
+            mounts: Vec::new(),
         };
         write_message(&mut host, &run).unwrap();
         assert!(matches!(
@@ -1232,6 +1240,7 @@ mod tests {
                 hostname: String::new(),
                 exec: exec(&["no-such-command-a3s"]),
                 setup: BoxSetup::default(),
+                mounts: Vec::new(),
             },
         )
         .unwrap();
@@ -1356,6 +1365,7 @@ mod tests {
                 hostname: "box1".into(),
                 exec: req,
                 setup: BoxSetup::default(),
+                mounts: Vec::new(),
             },
         )
         .unwrap();

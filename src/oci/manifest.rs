@@ -263,6 +263,14 @@ pub struct ImageConfig {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    /// VOLUME: `/data` → `{}`, as Docker stores it; each becomes an
+    /// anonymous volume of a box.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub volumes: BTreeMap<String, serde_json::Value>,
 }
 
 /// `Healthcheck` of an image config: `Test` is `["NONE"]`, `["CMD", args…]` or

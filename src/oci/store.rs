@@ -245,22 +245,6 @@ pub fn next_victim(cands: &[Candidate], protect: &[Digest]) -> Option<Digest> {
         .map(|c| c.id.clone())
 }
 
-fn dir_size(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    std::fs::read_dir(path)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| dir_size(&e.path()))
-                .sum::<u64>()
-        })
-        .unwrap_or(0)
-}
-
 /// Removes a tree even where unpacked directories lack write permission.
 fn remove_tree(path: &Path) {
     if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
@@ -667,7 +651,7 @@ impl ImageStore {
             }
         }
         std::fs::rename(&tmp, dest).map_err(|e| OciError::io("cannot rename into", dest, e))?;
-        Ok(dir_size(dest))
+        Ok(crate::boxfs::dir_size(dest))
     }
 
     /// Points `target` at the image `source` names.
@@ -782,7 +766,7 @@ impl ImageStore {
     /// Bytes the store holds: blobs plus unpacked roots.
     pub fn total_size(&self) -> Result<u64> {
         let ix = self.read_index()?;
-        Ok(dir_size(&self.root.join("blobs")) + ix.rootfs.values().sum::<u64>())
+        Ok(crate::boxfs::dir_size(&self.root.join("blobs")) + ix.rootfs.values().sum::<u64>())
     }
 
     /// Evicts least recently used images until the store fits the cache limit; never

@@ -57,7 +57,7 @@
 //! | 0x16 | `Resize` | host | rows u16, cols u16 (terminal sessions only) |
 //! | 0x17 | `Signal` | host | signo i32, to the session's process |
 //! | 0x18 | `Exit` | guest | code i32: exit code, 128 + signo when killed, 125 the runtime failed, 126 cannot invoke, 127 not found |
-//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request*, then *box setup*: net bool, and when true interface str, address u32, prefix u16, gateway u32 (IPv4, big-endian value); then files list\<path str, content str\> |
+//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request*, then *box setup*: net bool, and when true interface str, address u32, prefix u16, gateway u32 (IPv4, big-endian value); then files list\<path str, content str\>; then mounts list\<*mount*\> |
 //! | 0x21 | `Status` | host, control | — |
 //! | 0x22 | `StatusReply` | guest | main_pid i32 (0: not started), running bool, exit_code opt\<i32\> |
 //! | 0x23 | `SignalMain` | host, control | signo i32, to the main process |
@@ -72,6 +72,11 @@
 //! | 0x41 | `PathInfo` | guest | name str, size u64, mode u32 (`st_mode`), mtime i64 (seconds), link_target str (a symbolic link's target resolved in the box; else empty) |
 //! | 0x42 | `ArchiveGet` | host, exec | path str: archive it |
 //! | 0x43 | `ArchivePut` | host, exec | dir str, owner opt\<uid u32, gid u32\> (absent: the archive's owners): extract into it |
+//!
+//! *Mount* (what init mounts in the box's root before the main process, in
+//! order): target str (absolute, in the box), read_only bool, kind u8, then
+//! for kind 0 (a virtio-fs share) tag str; for kind 1 (a tmpfs) data str
+//! (`size=…,mode=…`), exec bool, suid bool, dev bool.
 //!
 //! *Exec request*: argv list\<str\> (program first), env list\<str, str\>
 //! (key, value), cwd str (empty: `/`), user opt\<str\> (`uid`, `uid:gid`,
@@ -247,6 +252,30 @@ pub struct BoxSetup {
     pub files: Vec<(String, String)>,
 }
 
+/// A filesystem init mounts in the box's root before the main process
+/// starts: a volume or bind (a virtio-fs share of its own), or a tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestMount {
+    /// Absolute path in the box.
+    pub target: String,
+    pub read_only: bool,
+    pub kind: GuestMountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestMountKind {
+    /// The virtio-fs device with this tag.
+    Share { tag: String },
+    /// A tmpfs with this mount data; `exec`, `suid`, `dev` lift Docker's
+    /// default `noexec`, `nosuid`, `nodev`.
+    Tmpfs {
+        data: String,
+        exec: bool,
+        suid: bool,
+        dev: bool,
+    },
+}
+
 /// An interface's static IPv4 configuration, with the default route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetSetup {
@@ -414,6 +443,8 @@ pub enum Message {
         exec: ExecRequest,
         /// What the guest sets up before it starts the process.
         setup: BoxSetup,
+        /// Volumes, binds and tmpfs mounted in the box's root first.
+        mounts: Vec<GuestMount>,
     },
     /// Ask for the main process's state.
     Status,
@@ -618,10 +649,12 @@ impl Message {
                 hostname,
                 exec,
                 setup,
+                mounts,
             } => {
                 out.str(hostname)?;
                 out.exec(exec)?;
                 out.setup(setup)?;
+                out.mounts(mounts)?;
             }
             Message::StatusReply(s) => {
                 out.i32(s.main_pid);
@@ -674,6 +707,7 @@ impl Message {
                 hostname: r.str("hostname")?,
                 exec: r.exec()?,
                 setup: r.setup()?,
+                mounts: r.mounts()?,
             },
             tag::STATUS => Message::Status,
             tag::STATUS_REPLY => Message::StatusReply(MainStatus {
@@ -1037,6 +1071,33 @@ impl Writer {
         Ok(())
     }
 
+    fn mounts(&mut self, mounts: &[GuestMount]) -> Result<(), FrameError> {
+        self.count(mounts.len())?;
+        for m in mounts {
+            self.str(&m.target)?;
+            self.bool(m.read_only);
+            match &m.kind {
+                GuestMountKind::Share { tag } => {
+                    self.0.push(0);
+                    self.str(tag)?;
+                }
+                GuestMountKind::Tmpfs {
+                    data,
+                    exec,
+                    suid,
+                    dev,
+                } => {
+                    self.0.push(1);
+                    self.str(data)?;
+                    self.bool(*exec);
+                    self.bool(*suid);
+                    self.bool(*dev);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn stats(&mut self, st: &BoxStats) {
         for v in [
             st.time_usec,
@@ -1186,6 +1247,40 @@ impl Reader<'_> {
         Ok(BoxSetup { net, files })
     }
 
+    fn mounts(&mut self) -> Result<Vec<GuestMount>, FrameError> {
+        // target (4), read_only (1), kind (1), and at least a str's count (4).
+        let n = self.count("mounts", 10)?;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let target = self.str("target")?;
+            let read_only = self.bool("read_only")?;
+            let kind = match self.take::<1>("kind")?[0] {
+                0 => GuestMountKind::Share {
+                    tag: self.str("tag")?,
+                },
+                1 => GuestMountKind::Tmpfs {
+                    data: self.str("data")?,
+                    exec: self.bool("exec")?,
+                    suid: self.bool("suid")?,
+                    dev: self.bool("dev")?,
+                },
+                value => {
+                    return Err(FrameError::OutOfRange {
+                        message: self.message,
+                        field: "kind",
+                        value: u64::from(value),
+                    })
+                }
+            };
+            out.push(GuestMount {
+                target,
+                read_only,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
     fn exec(&mut self) -> Result<ExecRequest, FrameError> {
         let argc = self.count("argv", 4)?;
         let mut argv = Vec::new();
@@ -1302,6 +1397,7 @@ mod tests {
                 hostname: "web-1".into(),
                 exec: sample_exec(),
                 setup: BoxSetup::default(),
+                mounts: Vec::new(),
             },
             Message::RunMain {
                 hostname: "web-2".into(),
@@ -1315,6 +1411,23 @@ mod tests {
                     }),
                     files: vec![("/etc/hosts".into(), "127.0.0.1\tlocalhost\n".into())],
                 },
+                mounts: vec![
+                    GuestMount {
+                        target: "/data".into(),
+                        read_only: true,
+                        kind: GuestMountKind::Share { tag: "vol0".into() },
+                    },
+                    GuestMount {
+                        target: "/scratch".into(),
+                        read_only: false,
+                        kind: GuestMountKind::Tmpfs {
+                            data: "size=1048576,mode=1777".into(),
+                            exec: true,
+                            suid: false,
+                            dev: false,
+                        },
+                    },
+                ],
             },
             Message::Status,
             Message::StatusReply(MainStatus {

@@ -50,6 +50,9 @@ pub struct BoxConfig {
     /// read as `none`.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Volumes, binds and tmpfs, in the order the guest mounts them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::volume::Mount>,
 }
 
 /// `--network`, `-p`, `--dns`, `--dns-search`, `--add-host`.

@@ -629,6 +629,26 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
             Err(e) => return fail(format!("cannot share the root {dir}: {e}")),
         }
     }
+    // Volumes and binds: a share each, which the guest mounts in the root
+    // before the main process starts. Close-to-open caching: the host, or
+    // another box, may change them while this one runs.
+    let (volume_shares, guest_mounts) = match crate::volume::Volumes::open(store.root())
+        .and_then(|v| crate::volume::guest_mounts(&v, &cfg.mounts))
+    {
+        Ok(m) => m,
+        Err(e) => return fail(format!("cannot set up the box's volumes: {e}")),
+    };
+    for s in &volume_shares {
+        let opts = FsOptions {
+            read_only: s.read_only,
+            cache: CachePolicy::Auto,
+            overlay_upper: false,
+        };
+        match Fs::new(&s.tag, &s.dir, opts) {
+            Ok(f) => devices.push(Box::new(f)),
+            Err(e) => return fail(format!("cannot share {}: {e}", s.dir.display())),
+        }
+    }
     let initrd = match crate::initramfs::of_this_binary(&[]) {
         Ok(i) => i,
         Err(e) => return fail(format!("cannot build the initramfs: {e}")),
@@ -769,6 +789,7 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
                     hostname,
                     exec: req,
                     setup,
+                    mounts: guest_mounts,
                 };
                 write_message(&mut w, &run).map_err(|e| e.to_string())?;
                 Ok((r, w))
@@ -910,6 +931,8 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
     // Removed before clients hear the end, so `run --rm` returns with no box left.
     if cfg.auto_remove && store.remove(id).is_ok() {
         super::events::emit(store.root(), "destroy", &cfg, &[]);
+        // As Docker's --rm: the box's anonymous volumes go with it.
+        let _ = crate::volume::remove_box_volumes(store, &cfg);
     }
     shared.finish(code);
     // Let stop and kill requests that ended the box tell their clients so.

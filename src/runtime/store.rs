@@ -387,6 +387,7 @@ mod tests {
             auto_remove: false,
             created: 0,
             network: Default::default(),
+            mounts: Vec::new(),
         }
     }
 

@@ -210,10 +210,12 @@ fn a_box_without_a_network_has_only_loopback_and_it_is_up() {
         IMAGE,
         "sh",
         "-c",
-        "ls /sys/class/net; cat /sys/class/net/eth0/operstate; cat /etc/resolv.conf",
+        "ls /sys/class/net; cat /sys/class/net/eth0/operstate /sys/class/net/eth0/mtu; \
+         cat /etc/resolv.conf",
     ]);
+    // passt's MTU: a 64 KiB segment in one frame.
     assert!(
-        out.starts_with("eth0\nlo\nup\n") && out.contains("nameserver 10.0.2.3\n"),
+        out.starts_with("eth0\nlo\nup\n65520\n") && out.contains("nameserver 10.0.2.3\n"),
         "{out}"
     );
 }

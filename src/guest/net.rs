@@ -205,6 +205,10 @@ fn configure(net: &NetSetup) -> io::Result<()> {
     ifc.req(libc::SIOCSIFADDR)?;
     ifc.req.ifr_ifru.ifru_netmask = sockaddr(netmask(net.prefix));
     ifc.req(libc::SIOCSIFNETMASK)?;
+    if net.mtu != 0 {
+        ifc.req.ifr_ifru.ifru_mtu = libc::c_int::from(net.mtu);
+        ifc.req(libc::SIOCSIFMTU)?;
+    }
     ifc.up()?;
     // SAFETY: rtentry is plain old data; all zeroes is a valid value (no
     // device named: the kernel picks the interface that reaches the gateway).

@@ -57,7 +57,7 @@
 //! | 0x16 | `Resize` | host | rows u16, cols u16 (terminal sessions only) |
 //! | 0x17 | `Signal` | host | signo i32, to the session's process |
 //! | 0x18 | `Exit` | guest | code i32: exit code, 128 + signo when killed, 125 the runtime failed, 126 cannot invoke, 127 not found |
-//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request*, then *box setup*: net bool, and when true interface str, address u32, prefix u16, gateway u32 (IPv4, big-endian value); then files list\<path str, content str\>; then mounts list\<*mount*\> |
+//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request*, then *box setup*: net bool, and when true interface str, address u32, prefix u16, gateway u32 (IPv4, big-endian value), mtu u16 (0: the device's own); then files list\<path str, content str\>; then mounts list\<*mount*\> |
 //! | 0x21 | `Status` | host, control | — |
 //! | 0x22 | `StatusReply` | guest | main_pid i32 (0: not started), running bool, exit_code opt\<i32\> |
 //! | 0x23 | `SignalMain` | host, control | signo i32, to the main process |
@@ -283,6 +283,8 @@ pub struct NetSetup {
     pub address: std::net::Ipv4Addr,
     pub prefix: u8,
     pub gateway: std::net::Ipv4Addr,
+    /// The interface's MTU; 0 leaves the device's own (1500 for virtio-net).
+    pub mtu: u16,
 }
 
 /// What to run, as in Docker's `exec` (see the module table for the encoding).
@@ -1061,6 +1063,7 @@ impl Writer {
                 self.u32(u32::from(n.address));
                 self.u16(u16::from(n.prefix));
                 self.u32(u32::from(n.gateway));
+                self.u16(n.mtu);
             }
         }
         self.count(setup.files.len())?;
@@ -1221,6 +1224,7 @@ impl Reader<'_> {
             let address = std::net::Ipv4Addr::from(self.u32("address")?);
             let raw = self.u16("prefix")?;
             let gateway = std::net::Ipv4Addr::from(self.u32("gateway")?);
+            let mtu = self.u16("mtu")?;
             let prefix =
                 u8::try_from(raw)
                     .ok()
@@ -1235,6 +1239,7 @@ impl Reader<'_> {
                 address,
                 prefix,
                 gateway,
+                mtu,
             })
         } else {
             None
@@ -1408,6 +1413,7 @@ mod tests {
                         address: [10, 0, 2, 100].into(),
                         prefix: 24,
                         gateway: [10, 0, 2, 2].into(),
+                        mtu: 65520,
                     }),
                     files: vec![("/etc/hosts".into(), "127.0.0.1\tlocalhost\n".into())],
                 },

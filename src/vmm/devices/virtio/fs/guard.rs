@@ -139,7 +139,12 @@ impl FileSystem for GuardedFs {
 
     fn init(&self, capable: FuseOptions) -> io::Result<FuseOptions> {
         // There is no DAX window to map files into.
-        Ok(self.inner.init(capable)? - FuseOptions::PERFILE_DAX)
+        let want = self.inner.init(capable)? - FuseOptions::PERFILE_DAX;
+        // The passthrough asks for neither, which leaves the kernel's writes
+        // at 8 KiB a request: with them a write carries up to 1 MiB (256
+        // pages, within the request queue's 1024 descriptors), and a
+        // sequential write takes 128 times fewer round trips to the VMM.
+        Ok(want | (capable & (FuseOptions::BIG_WRITES | FuseOptions::MAX_PAGES)))
     }
 
     fn destroy(&self) {
@@ -541,6 +546,24 @@ mod tests {
             (unprivileged.uid, unprivileged.gid, unprivileged.pid),
             (0, 0, 7)
         );
+    }
+
+    #[test]
+    fn writes_of_up_to_a_mebibyte_are_asked_for_where_the_kernel_offers_them() {
+        let dir = std::env::temp_dir();
+        let cfg = fuse_backend_rs::passthrough::Config {
+            root_dir: dir.to_string_lossy().into_owned(),
+            do_import: true,
+            ..Default::default()
+        };
+        let fs = GuardedFs::new(PassthroughFs::new(cfg).unwrap(), false, false, None);
+        let big = FuseOptions::BIG_WRITES | FuseOptions::MAX_PAGES;
+        let want = fs.init(big | FuseOptions::PERFILE_DAX).unwrap();
+        assert!(want.contains(big), "{want:?}");
+        assert!(!want.contains(FuseOptions::PERFILE_DAX));
+        // Never more than the kernel offered.
+        let want = fs.init(FuseOptions::empty()).unwrap();
+        assert!(!want.intersects(big), "{want:?}");
     }
 
     #[test]

@@ -654,7 +654,7 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
         .iter()
         .map(|m| crate::volume::inspect_mount(&vols, m))
         .collect();
-    Ok(json!({
+    let mut out = json!({
         "Id": cfg.id,
         "Created": api_time(Some(cfg.created)),
         "Path": path,
@@ -734,7 +734,13 @@ fn inspect_box(store: &Store, id: &str) -> anyhow::Result<Value> {
             })),
         },
         "NetworkSettings": network_settings(&cfg, &st),
-    }))
+    });
+    if let (Some(host), Value::Object(sec)) =
+        (out["HostConfig"].as_object_mut(), cfg.security.inspect())
+    {
+        host.extend(sec);
+    }
+    Ok(out)
 }
 
 /// Docker's NetworkSettings: the address and ports only while the box runs.

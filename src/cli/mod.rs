@@ -33,6 +33,8 @@ enum Personality {
     Shim,
     Cri,
     Init,
+    /// `--init`'s reaper, PID 1 of a box's namespace (so before the pid check).
+    Reaper,
 }
 
 fn personality(argv0: &str, pid: u32) -> Personality {
@@ -44,6 +46,8 @@ fn personality(argv0: &str, pid: u32) -> Personality {
         "a3s-box-shim" => Personality::Shim,
         "a3s-box-cri" => Personality::Cri,
         "init" => Personality::Init,
+        #[cfg(target_os = "linux")]
+        crate::guest::reaper::REAPER_NAME => Personality::Reaper,
         _ if pid == 1 => Personality::Init,
         _ => Personality::Cli,
     }
@@ -64,6 +68,10 @@ pub fn dispatch(args: Vec<OsString>) -> i32 {
         Personality::Shim => shim::main("a3s-box-shim", &rest),
         Personality::Cri => cri_main(),
         Personality::Init => crate::guest::main(),
+        #[cfg(target_os = "linux")]
+        Personality::Reaper => crate::guest::reaper::main(&rest),
+        #[cfg(not(target_os = "linux"))]
+        Personality::Reaper => EXIT_FAILURE,
         // Hidden subcommands reach the other personalities without symlinks.
         Personality::Cli => match rest.first().copied() {
             Some("shim") => shim::main("a3s-box shim", &rest[1..]),
@@ -348,6 +356,8 @@ mod tests {
         );
         assert_eq!(personality("/init", 1), Personality::Init);
         assert_eq!(personality("/sbin/init", 1), Personality::Init);
+        // --init's reaper is PID 1 of the box's namespace, yet not init.
+        assert_eq!(personality("a3s-box-init", 1), Personality::Reaper);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::oci::reference::Reference;
 use crate::oci::store::ImageStore;
 use crate::runtime::record::now;
 use crate::runtime::record::{NetworkConfig, NetworkMode, RestartPolicy};
+use crate::runtime::security::{SecurityConfig, SecurityFlags};
 use crate::runtime::{lifecycle, BoxConfig, Store};
 use crate::vmm::memory::parse_size;
 use crate::volume::{self, Volumes};
@@ -133,6 +134,36 @@ pub struct RunArgs {
     /// the volumes and binds of another box: BOX[:ro|rw]
     #[argh(option)]
     volumes_from: Vec<String>,
+    /// add a capability (CHOWN or CAP_CHOWN; ALL) (repeatable)
+    #[argh(option)]
+    cap_add: Vec<String>,
+    /// drop a capability (or ALL) (repeatable)
+    #[argh(option)]
+    cap_drop: Vec<String>,
+    /// every capability, /sys and /proc/sys writable, /proc unmasked
+    #[argh(switch)]
+    privileged: bool,
+    /// mount the box's root filesystem read-only
+    #[argh(switch)]
+    read_only: bool,
+    /// security option: no-new-privileges[:true|false], seccomp=unconfined,
+    /// apparmor=unconfined, label=disable
+    #[argh(option)]
+    security_opt: Vec<String>,
+    /// run a reaper as the box's PID 1 that forwards signals and reaps zombies
+    #[argh(switch)]
+    init: bool,
+    /// an extra group for the box's processes (name or GID) (repeatable)
+    #[argh(option)]
+    group_add: Vec<String>,
+    /// a namespaced kernel parameter KEY=VALUE (net.*, kernel.shm*, kernel.msg*,
+    /// kernel.sem, fs.mqueue.*) (repeatable)
+    #[argh(option)]
+    sysctl: Vec<String>,
+    /// a device for the box: only those its own kernel provides (/dev/fuse,
+    /// /dev/net/tun), which every box has
+    #[argh(option)]
+    device: Vec<String>,
     /// directory to use as the box's root filesystem
     #[argh(option)]
     rootfs: Option<PathBuf>,
@@ -331,8 +362,9 @@ pub fn check_workdir(w: &str) -> anyhow::Result<()> {
 /// Records a new box as `a` asks (pulling its image when missing) and makes
 /// its layer; the box is "created", not started.
 pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
-    // Mount flags are checked before anything is pulled or made.
+    // Mount and security flags are checked before anything is pulled or made.
     let requests = mount_requests(a)?;
+    let security = security_config(a)?;
     // A root directory, or an image whose unpacked tree each box gets a copy of.
     let (rootfs, image, defaults, args) = match &a.rootfs {
         Some(dir) => {
@@ -431,6 +463,7 @@ pub fn create_box(a: &RunArgs) -> anyhow::Result<(Store, BoxConfig)> {
         created: now(),
         network,
         mounts: Vec::new(),
+        security,
     };
     // The volumes' lock is held until the record names them: until then no
     // `volume rm` or prune may take one away.
@@ -496,6 +529,22 @@ fn mount_requests(a: &RunArgs) -> anyhow::Result<Vec<volume::spec::Request>> {
         out.push(volume::spec::parse_tmpfs(t)?);
     }
     Ok(out)
+}
+
+/// `--cap-add`, `--cap-drop`, `--privileged`, `--read-only`,
+/// `--security-opt`, `--init`, `--group-add`, `--sysctl`, `--device`.
+fn security_config(a: &RunArgs) -> anyhow::Result<SecurityConfig> {
+    Ok(SecurityConfig::from_flags(&SecurityFlags {
+        cap_add: &a.cap_add,
+        cap_drop: &a.cap_drop,
+        privileged: a.privileged,
+        read_only: a.read_only,
+        security_opt: &a.security_opt,
+        init: a.init,
+        group_add: &a.group_add,
+        sysctl: &a.sysctl,
+        device: &a.device,
+    })?)
 }
 
 /// `--volumes-from`: each box's mounts, and whether they are read-only here.

@@ -39,6 +39,10 @@ mod net;
 #[cfg(target_os = "linux")]
 mod pty;
 #[cfg(target_os = "linux")]
+pub mod reaper;
+#[cfg(target_os = "linux")]
+mod security;
+#[cfg(target_os = "linux")]
 mod session;
 #[cfg(target_os = "linux")]
 mod spawn;

@@ -289,7 +289,7 @@ pub fn start(
         }
     };
     let user_spec = req.user.as_deref().filter(|u| !u.is_empty());
-    let creds = match (user_spec, &placement) {
+    let mut creds = match (user_spec, &placement) {
         (Some(spec), _) => Some(spec),
         // Plain children keep init's credentials (tests run unprivileged).
         (None, Placement::Plain) => None,
@@ -298,6 +298,15 @@ pub fn start(
     .map(|spec| user::resolve_in(spec, &fs_root))
     .transpose()
     .map_err(|e| SpawnFailure::runtime(e.to_string()))?;
+    // The box's options reach every process of it, never a plain child.
+    let security = match placement {
+        Placement::Plain => None,
+        _ => sup.security().cloned(),
+    };
+    if let (Some(sec), Some(c)) = (&security, creds.as_mut()) {
+        user::add_groups_in(c, &sec.group_add, &fs_root)
+            .map_err(|e| SpawnFailure::runtime(e.to_string()))?;
+    }
     let hostname = match &kind {
         Kind::Main { hostname } => hostname.as_str(),
         Kind::Exec => "",
@@ -362,6 +371,7 @@ pub fn start(
         creds,
         stdio,
         placement,
+        security,
     };
     let main = matches!(kind, Kind::Main { .. });
     // `spec` (with the child's ends of the pipes) is gone once this returns.
@@ -671,7 +681,11 @@ fn run_main(
     let prepared = match sup.isolation() {
         // The volumes first: files laid over the root may lie inside one.
         Isolation::Namespaces { root } => {
-            super::mounts::mount_volumes(&mut super::sys::LinuxSys, Path::new(root), mounts)
+            sup.set_security(setup.security.clone());
+            let targets: Vec<&str> = mounts.iter().map(|m| m.target.as_str()).collect();
+            let sys = &mut super::sys::LinuxSys;
+            super::security::prepare_root(sys, root, &setup.security, &targets)
+                .and_then(|()| super::mounts::mount_volumes(sys, Path::new(root), mounts))
                 .and_then(|()| super::net::apply(setup, Path::new(root)))
         }
         Isolation::Off { .. } if *setup == BoxSetup::default() && mounts.is_empty() => Ok(()),

@@ -40,6 +40,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use super::mounts::MOUNTS;
+use super::security::{self, BoxFailure, BoxPlan, CapSys, ProcessPlan};
 use super::supervisor::Supervisor;
 use super::sys::{errno, sigset, Errno, LinuxSys, NsSys};
 use super::user::Creds;
@@ -91,6 +92,8 @@ pub struct Spec {
     pub stdio: Stdio,
     /// Where it goes.
     pub placement: Placement,
+    /// The box's security options; `None` keeps init's privileges.
+    pub security: Option<crate::proto::SecuritySetup>,
 }
 
 /// Why a process did not start, and the exit code to report for it.
@@ -135,10 +138,14 @@ pub enum Stage {
     Cwd,
     /// `execve`.
     Exec,
+    /// Writing a sysctl.
+    Sysctl,
+    /// Capabilities, no-new-privileges, the guarded and read-only mounts.
+    Security,
 }
 
 impl Stage {
-    const ALL: [Stage; 10] = [
+    const ALL: [Stage; 12] = [
         Stage::Signals,
         Stage::Namespaces,
         Stage::Root,
@@ -149,6 +156,8 @@ impl Stage {
         Stage::User,
         Stage::Cwd,
         Stage::Exec,
+        Stage::Sysctl,
+        Stage::Security,
     ];
 
     fn from_u32(v: u32) -> Option<Stage> {
@@ -283,6 +292,42 @@ struct Plan {
     enter: Enter,
     empty_mask: libc::sigset_t,
     report: RawFd,
+    /// Capabilities and no-new-privileges, for a process of a box.
+    process_sec: Option<ProcessPlan>,
+    /// Sysctls and mounts, for the box's main process.
+    box_sec: Option<BoxPlan>,
+    /// `--init`: the main process execs our reaper instead.
+    reaper: Option<Reaper>,
+}
+
+/// This binary, run as `--init`'s reaper with the command after `--`.
+struct Reaper {
+    /// `/proc/self/exe`, opened `O_PATH` (the box's root does not have it).
+    exe: OwnedFd,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+}
+
+impl Reaper {
+    fn new(argv: &[String]) -> Result<Reaper, SpawnFailure> {
+        use rustix::fs::{Mode, OFlags};
+        let exe = rustix::fs::open(
+            "/proc/self/exe",
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SpawnFailure::runtime(format!("cannot open init for --init: {e}")))?;
+        let argv: Vec<CString> = [super::reaper::REAPER_NAME, "--"]
+            .into_iter()
+            .chain(argv.iter().map(String::as_str))
+            .map(|a| cstring(a, "an argument"))
+            .collect::<Result<_, _>>()?;
+        Ok(Reaper {
+            exe,
+            argv_ptrs: pointers(&argv),
+            _argv: argv,
+        })
+    }
 }
 
 fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -363,6 +408,14 @@ impl Plan {
         };
         let empty_mask = sigset(&[])
             .map_err(|e| SpawnFailure::runtime(format!("cannot build a signal set: {e}")))?;
+        let new_box = matches!(enter, Enter::NewRoot(_));
+        let sec = spec.security.as_ref();
+        let process_sec = sec.map(|s| ProcessPlan::new(s, security::last_cap()));
+        let box_sec = sec.filter(|_| new_box).map(BoxPlan::new).transpose()?;
+        let reaper = sec
+            .filter(|s| new_box && s.init)
+            .map(|_| Reaper::new(&spec.argv))
+            .transpose()?;
         Ok(Plan {
             argv_ptrs: pointers(&argv),
             _argv: argv,
@@ -379,6 +432,9 @@ impl Plan {
             enter,
             empty_mask,
             report,
+            process_sec,
+            box_sec,
+            reaper,
         })
     }
 }
@@ -461,7 +517,7 @@ unsafe fn child(plan: &Plan) -> ! {
 ///
 /// Only in the child of [`clone_process`]: it replaces this process's signal
 /// mask, session, fds 0-2, credentials and program.
-unsafe fn setup_and_exec(plan: &Plan, sys: &mut impl NsSys) -> (Stage, Errno) {
+unsafe fn setup_and_exec(plan: &Plan, sys: &mut (impl NsSys + CapSys)) -> (Stage, Errno) {
     let fail = |stage: Stage| (stage, errno());
     // SAFETY: `empty_mask` is an initialised sigset_t; null old set is
     // allowed. signal() with SIG_DFL installs no handler. Both are plain
@@ -478,6 +534,13 @@ unsafe fn setup_and_exec(plan: &Plan, sys: &mut impl NsSys) -> (Stage, Errno) {
         Enter::NewRoot(root) => {
             if let Err(e) = enter_new_root(sys, root) {
                 return (Stage::Root, e);
+            }
+            if let Some(b) = &plan.box_sec {
+                match security::apply_box(sys, b) {
+                    Ok(()) => {}
+                    Err(BoxFailure::Sysctl(_, e)) => return (Stage::Sysctl, e),
+                    Err(BoxFailure::Mount(e)) => return (Stage::Security, e),
+                }
             }
         }
         Enter::Join(fds) => {
@@ -527,6 +590,16 @@ unsafe fn setup_and_exec(plan: &Plan, sys: &mut impl NsSys) -> (Stage, Errno) {
         // EEXIST, and any real failure shows at chdir below.
         unsafe { libc::mkdir(dir.as_ptr(), 0o755) };
     }
+    if plan.box_sec.as_ref().is_some_and(BoxPlan::root_read_only) {
+        if let Err(e) = security::make_root_read_only(sys) {
+            return (Stage::Security, e);
+        }
+    }
+    if let Some(p) = &plan.process_sec {
+        if let Err(e) = security::limit_bounding(sys, p) {
+            return (Stage::Security, e);
+        }
+    }
     if let Some((uid, gid, groups)) = &plan.creds {
         // Raw system calls: the C library's wrappers would try to change
         // every thread of a process that, in this child, no longer exists.
@@ -543,9 +616,31 @@ unsafe fn setup_and_exec(plan: &Plan, sys: &mut impl NsSys) -> (Stage, Errno) {
             }
         }
     }
+    if let Some(p) = &plan.process_sec {
+        let uid = plan.creds.as_ref().map_or(0, |c| c.0);
+        if let Err(e) = security::settle_caps(sys, p, uid) {
+            return (Stage::Security, e);
+        }
+    }
     // SAFETY: `cwd` is NUL-terminated and lives in the plan.
     if unsafe { libc::chdir(plan.cwd.as_ptr()) } != 0 {
         return fail(Stage::Cwd);
+    }
+    if let Some(r) = &plan.reaper {
+        // SAFETY: the fd is open (O_PATH), the empty path and both pointer
+        // arrays are NUL-terminated and live in the plan; execveat only
+        // returns on failure.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                r.exe.as_raw_fd(),
+                c"".as_ptr(),
+                r.argv_ptrs.as_ptr(),
+                plan.envp_ptrs.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        return fail(Stage::Exec);
     }
     // execvp's search, over the candidates built from the box's PATH.
     let mut last = libc::ENOENT;
@@ -580,6 +675,8 @@ fn failure_message(stage: Stage, err: Errno, spec: &Spec) -> String {
         Stage::Terminal => format!("could not open the process's terminal: {e}"),
         Stage::Namespaces => format!("could not join the box's namespaces: {e}"),
         Stage::Root => format!("could not switch into the box's root filesystem: {e}"),
+        Stage::Sysctl => format!("could not set the box's sysctls: {e}"),
+        Stage::Security => format!("could not apply the box's security options: {e}"),
         Stage::Signals | Stage::Session | Stage::Stdio => {
             format!("could not set up the process: {e}")
         }

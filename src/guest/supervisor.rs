@@ -90,6 +90,8 @@ pub struct Supervisor {
     wake: Box<dyn Fn() + Send + Sync>,
     /// The box's cgroup, which every process of the box is started in.
     cgroup: OnceLock<Cgroup>,
+    /// The box's security options, from its `RunMain`.
+    security: OnceLock<crate::proto::SecuritySetup>,
 }
 
 impl Supervisor {
@@ -121,6 +123,7 @@ impl Supervisor {
             changed: Condvar::new(),
             wake,
             cgroup: OnceLock::new(),
+            security: OnceLock::new(),
         }
     }
 
@@ -133,6 +136,16 @@ impl Supervisor {
     /// The box's cgroup, once there is one.
     pub fn cgroup(&self) -> Option<&Cgroup> {
         self.cgroup.get()
+    }
+
+    /// Records the box's security options (once; later calls change nothing).
+    pub fn set_security(&self, sec: crate::proto::SecuritySetup) {
+        let _ = self.security.set(sec);
+    }
+
+    /// The box's security options, once its `RunMain` gave them.
+    pub fn security(&self) -> Option<&crate::proto::SecuritySetup> {
+        self.security.get()
     }
 
     /// How processes are isolated.

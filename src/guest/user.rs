@@ -147,6 +147,34 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Creds, UserError
     Ok(creds)
 }
 
+/// Adds `--group-add`'s groups (numbers, or names in the group file's
+/// contents) to `creds`' supplementary groups, as Docker does.
+pub fn add_groups(creds: &mut Creds, extra: &[String], group: &str) -> Result<(), UserError> {
+    for g in extra {
+        let gid = match numeric(g) {
+            Some(gid) => gid?,
+            None => {
+                parse_group(group)
+                    .find(|e| e.name == g)
+                    .ok_or_else(|| UserError::NoSuchGroup(g.clone()))?
+                    .gid
+            }
+        };
+        if !creds.groups.contains(&gid) {
+            creds.groups.push(gid);
+        }
+    }
+    Ok(())
+}
+
+/// [`add_groups`] with `<root>/etc/group`.
+pub fn add_groups_in(creds: &mut Creds, extra: &[String], root: &Path) -> Result<(), UserError> {
+    if extra.is_empty() {
+        return Ok(());
+    }
+    add_groups(creds, extra, &FILES.read(&root.join("etc/group")))
+}
+
 /// [`resolve`] with the files under `root` (`<root>/etc/passwd`,
 /// `<root>/etc/group`); a missing file counts as empty.
 pub fn resolve_in(spec: &str, root: &Path) -> Result<Creds, UserError> {
@@ -346,6 +374,31 @@ staff:x:50:
             Err(UserError::BadId(_))
         ));
         assert_eq!(resolve("2147483647", "", "").unwrap().uid, 2_147_483_647);
+    }
+
+    #[test]
+    fn group_add_appends_names_and_numbers_once() {
+        let mut c = resolve("app", PASSWD, GROUP).unwrap();
+        add_groups(
+            &mut c,
+            &["staff".into(), "4242".into(), "audio".into()],
+            GROUP,
+        )
+        .unwrap();
+        assert_eq!(c.groups, [10, 29, 50, 4242]);
+        let mut c = resolve("app:staff", PASSWD, GROUP).unwrap();
+        add_groups(&mut c, &["wheel".into()], GROUP).unwrap();
+        assert_eq!((c.gid, c.groups.as_slice()), (50, &[10][..]));
+        assert_eq!(
+            add_groups(&mut c, &["nogroup".into()], GROUP)
+                .unwrap_err()
+                .to_string(),
+            "unable to find group nogroup: no matching entries in group file"
+        );
+        assert!(matches!(
+            add_groups(&mut c, &["99999999999".into()], GROUP),
+            Err(UserError::BadId(_))
+        ));
     }
 
     #[test]

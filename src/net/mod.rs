@@ -193,7 +193,11 @@ pub fn box_setup(cfg: &BoxConfig) -> BoxSetup {
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         files.push(("/etc/resolv.conf".to_string(), resolv_conf(cfg, &host)));
     }
-    BoxSetup { net, files }
+    BoxSetup {
+        net,
+        files,
+        ..BoxSetup::default()
+    }
 }
 
 /// The passt program: `$A3S_BOX_PASST`, else `passt` on `PATH`.

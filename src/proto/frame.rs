@@ -57,7 +57,7 @@
 //! | 0x16 | `Resize` | host | rows u16, cols u16 (terminal sessions only) |
 //! | 0x17 | `Signal` | host | signo i32, to the session's process |
 //! | 0x18 | `Exit` | guest | code i32: exit code, 128 + signo when killed, 125 the runtime failed, 126 cannot invoke, 127 not found |
-//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request*, then *box setup*: net bool, and when true interface str, address u32, prefix u16, gateway u32 (IPv4, big-endian value), mtu u16 (0: the device's own); then files list\<path str, content str\>; then mounts list\<*mount*\> |
+//! | 0x20 | `RunMain` | host, control | hostname str, then *exec request*, then *box setup*: net bool, and when true interface str, address u32, prefix u16, gateway u32 (IPv4, big-endian value), mtu u16 (0: the device's own); then files list\<path str, content str\>; then *security*; then mounts list\<*mount*\> |
 //! | 0x21 | `Status` | host, control | — |
 //! | 0x22 | `StatusReply` | guest | main_pid i32 (0: not started), running bool, exit_code opt\<i32\> |
 //! | 0x23 | `SignalMain` | host, control | signo i32, to the main process |
@@ -77,6 +77,14 @@
 //! order): target str (absolute, in the box), read_only bool, kind u8, then
 //! for kind 0 (a virtio-fs share) tag str; for kind 1 (a tmpfs) data str
 //! (`size=…,mode=…`), exec bool, suid bool, dev bool.
+//!
+//! *Security* (applied by init to the main process; capabilities,
+//! no_new_privs and group_add to exec'd processes too): caps u64 (bit n:
+//! capability n; the bounding set, and a root process's permitted and
+//! effective sets), no_new_privs bool, read_only_root bool, privileged bool
+//! (`/sys`, `/proc/sys` writable, `/proc` unmasked), init bool (our reaper
+//! as the box's PID 1), group_add list\<str\> (names or gids), sysctls
+//! list\<key str, value str\>.
 //!
 //! *Exec request*: argv list\<str\> (program first), env list\<str, str\>
 //! (key, value), cwd str (empty: `/`), user opt\<str\> (`uid`, `uid:gid`,
@@ -250,6 +258,49 @@ pub struct BoxSetup {
     /// bind-mounts `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`: not
     /// written to the box's layer. (path, content).
     pub files: Vec<(String, String)>,
+    /// What the box's processes may do.
+    pub security: SecuritySetup,
+}
+
+/// Docker's capabilities a box gets unless told otherwise: CHOWN,
+/// DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
+/// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+pub const DEFAULT_CAPS: u64 = 0xa804_25fb;
+
+/// The security options of a box, as the guest applies them to its main
+/// process and (capabilities, no-new-privileges, extra groups) to every
+/// process exec'd beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecuritySetup {
+    /// Capabilities by number (bit n: capability n): the processes'
+    /// bounding set, and a root process's permitted and effective sets.
+    pub caps: u64,
+    /// `PR_SET_NO_NEW_PRIVS` before `execve`.
+    pub no_new_privs: bool,
+    /// The root mounted read-only (and init's default `/tmp`, `/run`).
+    pub read_only_root: bool,
+    /// `/sys` and `/proc/sys` writable, nothing in `/proc` masked.
+    pub privileged: bool,
+    /// The main process runs under our reaper as the box's PID 1.
+    pub init: bool,
+    /// Extra groups (names in the box's `/etc/group`, or numbers).
+    pub group_add: Vec<String>,
+    /// Namespaced sysctls written before the main process starts.
+    pub sysctls: Vec<(String, String)>,
+}
+
+impl Default for SecuritySetup {
+    fn default() -> Self {
+        SecuritySetup {
+            caps: DEFAULT_CAPS,
+            no_new_privs: false,
+            read_only_root: false,
+            privileged: false,
+            init: false,
+            group_add: Vec::new(),
+            sysctls: Vec::new(),
+        }
+    }
 }
 
 /// A filesystem init mounts in the box's root before the main process
@@ -1071,6 +1122,24 @@ impl Writer {
             self.str(path)?;
             self.str(content)?;
         }
+        self.security(&setup.security)
+    }
+
+    fn security(&mut self, sec: &SecuritySetup) -> Result<(), FrameError> {
+        self.u64(sec.caps);
+        self.bool(sec.no_new_privs);
+        self.bool(sec.read_only_root);
+        self.bool(sec.privileged);
+        self.bool(sec.init);
+        self.count(sec.group_add.len())?;
+        for g in &sec.group_add {
+            self.str(g)?;
+        }
+        self.count(sec.sysctls.len())?;
+        for (k, v) in &sec.sysctls {
+            self.str(k)?;
+            self.str(v)?;
+        }
         Ok(())
     }
 
@@ -1249,7 +1318,36 @@ impl Reader<'_> {
         for _ in 0..n {
             files.push((self.str("path")?, self.str("content")?));
         }
-        Ok(BoxSetup { net, files })
+        Ok(BoxSetup {
+            net,
+            files,
+            security: self.security()?,
+        })
+    }
+
+    fn security(&mut self) -> Result<SecuritySetup, FrameError> {
+        let caps = self.u64("caps")?;
+        let no_new_privs = self.bool("no_new_privs")?;
+        let read_only_root = self.bool("read_only_root")?;
+        let privileged = self.bool("privileged")?;
+        let init = self.bool("init")?;
+        let mut group_add = Vec::new();
+        for _ in 0..self.count("group_add", 4)? {
+            group_add.push(self.str("group")?);
+        }
+        let mut sysctls = Vec::new();
+        for _ in 0..self.count("sysctls", 8)? {
+            sysctls.push((self.str("sysctl")?, self.str("value")?));
+        }
+        Ok(SecuritySetup {
+            caps,
+            no_new_privs,
+            read_only_root,
+            privileged,
+            init,
+            group_add,
+            sysctls,
+        })
     }
 
     fn mounts(&mut self) -> Result<Vec<GuestMount>, FrameError> {
@@ -1416,6 +1514,15 @@ mod tests {
                         mtu: 65520,
                     }),
                     files: vec![("/etc/hosts".into(), "127.0.0.1\tlocalhost\n".into())],
+                    security: SecuritySetup {
+                        caps: 1 << 40 | 1,
+                        no_new_privs: true,
+                        read_only_root: true,
+                        privileged: false,
+                        init: true,
+                        group_add: vec!["audio".into(), "4242".into()],
+                        sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+                    },
                 },
                 mounts: vec![
                     GuestMount {

@@ -36,8 +36,8 @@ pub use frame::{
     client_handshake, decode_frame, expect_hello, hello_then, our_hello, read_frame, read_message,
     seal_output_frame, server_handshake, write_frame, write_message, BoxSetup, BoxStats,
     ExecRequest, FrameError, GuestMount, GuestMountKind, MainStatus, Message, NetSetup,
-    ProcessInfo, DATA_HEADER_LEN, LINGER_SECS, MAX_DATA, MAX_FRAME, PORT_CONTROL, PORT_EXEC,
-    PORT_PTY, VERSION_MAJOR, VERSION_MINOR,
+    ProcessInfo, SecuritySetup, DATA_HEADER_LEN, DEFAULT_CAPS, LINGER_SECS, MAX_DATA, MAX_FRAME,
+    PORT_CONTROL, PORT_EXEC, PORT_PTY, VERSION_MAJOR, VERSION_MINOR,
 };
 
 pub use frame::PathInfo;

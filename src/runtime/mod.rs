@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod record;
 pub mod rootfs;
+pub mod security;
 pub mod shim;
 pub mod store;
 

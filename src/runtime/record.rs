@@ -53,6 +53,10 @@ pub struct BoxConfig {
     /// Volumes, binds and tmpfs, in the order the guest mounts them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<crate::volume::Mount>,
+    /// Capabilities, read-only root, init, groups, sysctls. Records from
+    /// before boxes had them read as Docker's defaults.
+    #[serde(default)]
+    pub security: crate::runtime::security::SecurityConfig,
 }
 
 /// `--network`, `-p`, `--dns`, `--dns-search`, `--add-host`.

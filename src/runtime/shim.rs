@@ -738,7 +738,8 @@ pub fn serve(store: &Store, id: &str, wait_for_attach: bool, restart_delay_ms: u
     {
         let shared = shared.clone();
         let req = exec_request(&cfg);
-        let setup = network::box_setup(&cfg);
+        let mut setup = network::box_setup(&cfg);
+        setup.security = cfg.security.guest();
         let hostname = cfg.hostname.clone();
         let mut running_state = st.clone();
         let health = cfg

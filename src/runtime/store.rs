@@ -388,6 +388,7 @@ mod tests {
             created: 0,
             network: Default::default(),
             mounts: Vec::new(),
+            security: Default::default(),
         }
     }
 

@@ -91,7 +91,11 @@ fn a_named_volume_carries_data_between_boxes_and_stays_while_in_use() {
     );
 
     // A second box reads it; two running boxes see each other's writes.
-    let reader = sleeper("reader", &["-v", "shared:/data:ro"]);
+    // SYS_ADMIN, so that the box itself may try to remount the volume.
+    let reader = sleeper(
+        "reader",
+        &["-v", "shared:/data:ro", "--cap-add", "SYS_ADMIN"],
+    );
     assert_eq!(reader.len(), 64, "{reader}");
     sleeper(
         "writer",
